@@ -1,0 +1,691 @@
+"""Speed and memory of `lstm_jax.LSTM` against `torch.nn.LSTM` and flax's LSTM, on CPU.
+
+    .venv/bin/python -m benchmarks.lstm_speed [--quick] [--workloads B,T,I,H,L ...]
+        [--repeats N] [--out results.json] [--md results.md] [--no-memory]
+
+What is timed, per workload (batch B, time T, input I, hidden H, layers L), all in one
+process with the repeats interleaved (each repeat runs every model and mode in a rotated
+order, a few iterations each) and the median over repeats reported:
+
+* train: forward, loss = mean(outputs ** 2) over all outputs, backward, Adam update.
+  JAX: one `jax.jit` step (`jax.value_and_grad` + `optax.adam`, params and optimizer
+  state donated). torch: `zero_grad`, forward, `backward`, `torch.optim.Adam(fused=True)`
+  (its fastest CPU Adam here).
+* infer: forward only. JAX: `jax.jit(model.apply)`. torch: under `torch.inference_mode()`.
+
+Models: `lstm_jax.LSTM(H, num_layers=L)` through its public `model.apply(variables, x)`
+with batch-first x [B, T, I]; `torch.nn.LSTM(I, H, L, batch_first=True)` with
+`torch.set_num_threads(<cores>)`; flax `nn.RNN(nn.OptimizedLSTMCell(H))` stacked L times.
+Each JAX call is followed by `jax.block_until_ready`; wall time by `time.perf_counter`.
+Compile time = first call minus the steady-state median (tracing + XLA compilation).
+
+Peak memory of a training step (B=16, I=32, H=128, L=1, T in 1000 and 5000), two ways:
+
+* XLA's buffer assignment for the compiled step (`jit(step).lower(...).compile()
+  .memory_analysis()`): temp (every intermediate live inside the step: residuals saved for
+  the backward pass, scan stacks, gradients, Adam temporaries) + arguments + outputs -
+  aliased (donated) bytes. It is static and exact for XLA's own buffers; it excludes the
+  Python process, the runtime and allocator slack.
+* Measured RSS in a fresh subprocess per case (JAX and torch alike): the rise of the
+  resident set over one training step, via Linux's VmHWM reset
+  (`echo 5 > /proc/self/clear_refs`). 'first step' is the peak over the first step above
+  the RSS after setup (JAX compiled ahead of time); 'steady' the peak of a later step above
+  the RSS just before it. With glibc's default malloc, buffers >= the mmap threshold are
+  returned to the OS after each step, so 'steady' sees them again; smaller ones may stay
+  in the heap and then show in 'first step' only.
+
+Malloc: the script does not change the allocator; it records whether MALLOC_MMAP_MAX_ /
+MALLOC_TRIM_THRESHOLD_ (which speed up torch here, see shared NOTES) were set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import gc
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Callable, NamedTuple, Optional
+
+import numpy as np
+
+MALLOC_VARS = ('MALLOC_MMAP_MAX_', 'MALLOC_TRIM_THRESHOLD_', 'MALLOC_MMAP_THRESHOLD_',
+               'MALLOC_TOP_PAD_', 'MALLOC_ARENA_MAX', 'LD_PRELOAD')
+TUNED_MALLOC = {'MALLOC_MMAP_MAX_': '0', 'MALLOC_TRIM_THRESHOLD_': '17179869184'}
+MODELS = ('torch', 'lstm_jax', 'flax')
+MODES = ('train', 'infer')
+
+
+class Workload(NamedTuple):
+  batch: int
+  time: int
+  input: int
+  hidden: int
+  layers: int
+
+  @property
+  def name(self) -> str:
+    return f'B{self.batch} T{self.time} I{self.input} H{self.hidden} L{self.layers}'
+
+  @property
+  def forward_flop(self) -> float:
+    """Matmul FLOPs of the forward pass (a training step is about 3x)."""
+    total = 0.0
+    for layer in range(self.layers):
+      features = self.input if layer == 0 else self.hidden
+      total += 2.0 * self.batch * self.time * (features + self.hidden) * 4 * self.hidden
+    return total
+
+  @classmethod
+  def parse(cls, text: str) -> 'Workload':
+    parts = [int(p) for p in text.replace('x', ',').split(',') if p]
+    if len(parts) != 5:
+      raise argparse.ArgumentTypeError(f'a workload is B,T,I,H,L (5 ints), got {text!r}')
+    return cls(*parts)
+
+
+DEFAULT_WORKLOADS = (Workload(32, 100, 64, 128, 1), Workload(64, 200, 128, 256, 2),
+                     Workload(16, 1000, 32, 128, 1), Workload(128, 50, 256, 512, 1),
+                     Workload(1, 500, 40, 256, 1))
+QUICK_WORKLOAD = Workload(4, 12, 8, 16, 1)
+MEMORY_SHAPE = dict(batch=16, input=32, hidden=128, layers=1)
+MEMORY_LENGTHS = (1000, 5000)
+QUICK_MEMORY_LENGTHS = (16,)
+QUICK_RSS_CASES = {('lstm_jax', False), ('torch', False)}  # Each RSS case is a subprocess.
+
+
+def cores() -> int:
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:
+    return os.cpu_count() or 1
+
+
+def have_torch() -> bool:
+  try:
+    import torch  # noqa: F401
+  except ImportError:
+    return False
+  return True
+
+
+# ------------------------------------------------------------------------------ models
+
+
+class Bench(NamedTuple):
+  """One model on one workload: `train()` and `infer()` each run one blocked iteration."""
+  train: Callable[[], Any]
+  infer: Callable[[], Any]
+
+
+def _jax_bench(init_params, apply_outputs: Callable, apply_full: Callable, x) -> Bench:
+  """A jitted train step (loss over all outputs, Adam) and a jitted forward."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+
+  tx = optax.adam(1e-3)
+
+  def loss_fn(params, x):
+    return jnp.mean(jnp.square(apply_outputs(params, x)))
+
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  def train_step(params, opt_state, x):
+    loss, grads = jax.value_and_grad(loss_fn)(params, x)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  infer_fn = jax.jit(apply_full)
+  infer_params = jax.tree.map(jnp.copy, init_params)  # train_step donates its own copy.
+  state = [init_params, tx.init(init_params)]
+
+  def train():
+    params, opt_state, loss = train_step(state[0], state[1], x)
+    state[:] = [params, opt_state]
+    return jax.block_until_ready(loss)
+
+  def infer():
+    return jax.block_until_ready(infer_fn(infer_params, x))
+
+  return Bench(train, infer)
+
+
+def lstm_jax_model(w: Workload, remat: bool = False):
+  import lstm_jax
+  return lstm_jax.LSTM(hidden_size=w.hidden, num_layers=w.layers, remat=remat)
+
+
+def flax_model(w: Workload):
+  import flax.linen as nn
+
+  class FlaxLSTMStack(nn.Module):
+    """flax's own LSTM: nn.RNN(nn.OptimizedLSTMCell(H)) per layer, batch-first."""
+    hidden: int
+    layers: int
+
+    @nn.compact
+    def __call__(self, x):
+      for layer in range(self.layers):
+        x = nn.RNN(nn.OptimizedLSTMCell(self.hidden), name=f'rnn_{layer}')(x)
+      return x
+
+  return FlaxLSTMStack(w.hidden, w.layers)
+
+
+def _jax_input(w: Workload):
+  import jax
+  return jax.random.normal(jax.random.key(1), (w.batch, w.time, w.input))
+
+
+def build_lstm_jax(w: Workload, remat: bool = False) -> Bench:
+  import jax
+  model = lstm_jax_model(w, remat)
+  x = _jax_input(w)
+  params = model.init(jax.random.key(0), x)['params']
+  return _jax_bench(params, lambda p, x: model.apply({'params': p}, x)[0],
+                    lambda p, x: model.apply({'params': p}, x), x)
+
+
+def build_flax(w: Workload) -> Bench:
+  import jax
+  model = flax_model(w)
+  x = _jax_input(w)
+  params = model.init(jax.random.key(0), x)['params']
+  apply = lambda p, x: model.apply({'params': p}, x)  # noqa: E731
+  return _jax_bench(params, apply, apply, x)
+
+
+def _torch_setup(w: Workload):
+  import torch
+  torch.set_num_threads(cores())
+  torch.manual_seed(0)
+  lstm = torch.nn.LSTM(w.input, w.hidden, w.layers, batch_first=True)
+  try:
+    opt = torch.optim.Adam(lstm.parameters(), lr=1e-3, fused=True)
+  except (TypeError, RuntimeError):  # Older torch: no fused CPU Adam.
+    opt = torch.optim.Adam(lstm.parameters(), lr=1e-3)
+  x = torch.randn(w.batch, w.time, w.input)
+  return torch, lstm, opt, x
+
+
+def build_torch(w: Workload) -> Bench:
+  torch, lstm, opt, x = _torch_setup(w)
+
+  def train():
+    opt.zero_grad(set_to_none=True)
+    out, _ = lstm(x)
+    loss = out.pow(2).mean()
+    loss.backward()
+    opt.step()
+    return loss
+
+  def infer():
+    with torch.inference_mode():
+      return lstm(x)
+
+  return Bench(train, infer)
+
+
+BUILDERS = {'torch': build_torch, 'lstm_jax': build_lstm_jax, 'flax': build_flax}
+
+
+# ------------------------------------------------------------------------------ timing
+
+
+def _timed(fn: Callable[[], Any], iters: int) -> float:
+  """Seconds per iteration over `iters` blocked calls."""
+  start = time.perf_counter()
+  for _ in range(iters):
+    fn()
+  return (time.perf_counter() - start) / iters
+
+
+def _cpu_ticks() -> Optional[tuple[int, int]]:
+  """(busy ticks of the whole machine, ticks of this process), or None off Linux."""
+  try:
+    with open('/proc/stat') as f:
+      fields = [int(v) for v in f.readline().split()[1:]]
+    with open('/proc/self/stat') as f:
+      own = f.read().rsplit(')', 1)[1].split()
+    busy = sum(fields[:8]) - fields[3] - fields[4]  # All but idle and iowait.
+    return busy, int(own[11]) + int(own[12])       # utime + stime, all threads.
+  except (OSError, ValueError, IndexError):
+    return None
+
+
+def _timed_with_load(fn: Callable[[], Any], iters: int) -> tuple[float, Optional[float]]:
+  """(seconds per iteration, share of all cores that OTHER processes used meanwhile).
+
+  The machine may be shared: a busy neighbour slows torch's OpenMP threads far more than
+  XLA's, so every timing carries this contention figure (0 = quiet, 1 = all cores busy).
+  """
+  before, start = _cpu_ticks(), time.perf_counter()
+  seconds = _timed(fn, iters)
+  after, wall = _cpu_ticks(), time.perf_counter() - start
+  if before is None or after is None or wall < 0.05:  # Ticks are 10 ms: too coarse below.
+    return seconds, None
+  others = (after[0] - before[0]) - (after[1] - before[1])
+  return seconds, max(0.0, others / (wall * os.sysconf('SC_CLK_TCK') * (os.cpu_count() or 1)))
+
+
+def time_workload(w: Workload, models: tuple[str, ...], modes: tuple[str, ...],
+                  repeats: int, target_s: float, min_iters: int, max_iters: int,
+                  log: Callable[[str], None]) -> dict[str, Any]:
+  """Warm-up (first call = compile for JAX), then `repeats` interleaved timed rounds."""
+  benches = {name: BUILDERS[name](w) for name in models}
+  entries = [(name, mode) for name in models for mode in modes]
+  out: dict[str, Any] = {name: {} for name in models}
+  for name, mode in entries:
+    fn = getattr(benches[name], mode)
+    first = _timed(fn, 1)
+    fn()  # A second warm-up call (allocator, caches), untimed.
+    estimate = _timed(fn, 1)
+    iters = int(min(max_iters, max(min_iters, math.ceil(target_s / max(estimate, 1e-6)))))
+    out[name][mode] = dict(first_call_s=first, iters=iters, raw_ms=[], others_cpu=[])
+    log(f'  warm-up {name:8s} {mode:5s}: first call {first:7.3f} s, '
+        f'~{estimate * 1e3:8.2f} ms, {iters} iters/repeat')
+  for r in range(repeats):
+    k = r % len(entries)
+    order = entries[k:] + entries[:k]  # Rotate so no model always runs first or last.
+    if r % 2:
+      order = order[::-1]
+    for name, mode in order:
+      entry = out[name][mode]
+      seconds, others = _timed_with_load(getattr(benches[name], mode), entry['iters'])
+      entry['raw_ms'].append(1e3 * seconds)
+      entry['others_cpu'].append(others)
+  for name, mode in entries:
+    entry = out[name][mode]
+    raw = entry['raw_ms']
+    entry['median_ms'] = statistics.median(raw)
+    entry['min_ms'], entry['max_ms'] = min(raw), max(raw)
+    entry['compile_s'] = (entry['first_call_s'] - entry['median_ms'] / 1e3
+                          if name != 'torch' else None)
+    loads = [v for v in entry['others_cpu'] if v is not None]
+    entry['others_cpu_mean'] = statistics.mean(loads) if loads else None
+  del benches
+  gc.collect()
+  return out
+
+
+def speedups(timings: dict[str, Any]) -> dict[str, Any]:
+  """torch median / model median (> 1: the JAX model is faster), per mode."""
+  result = {}
+  for mode in MODES:
+    row = {}
+    for name in ('lstm_jax', 'flax'):
+      if mode in timings.get('torch', {}) and mode in timings.get(name, {}):
+        row[f'torch/{name}'] = (timings['torch'][mode]['median_ms']
+                                / timings[name][mode]['median_ms'])
+    if mode in timings.get('flax', {}) and mode in timings.get('lstm_jax', {}):
+      row['flax/lstm_jax'] = (timings['flax'][mode]['median_ms']
+                              / timings['lstm_jax'][mode]['median_ms'])
+    if row:
+      result[mode] = row
+  return result
+
+
+# ------------------------------------------------------------------------------ memory
+
+
+def _jax_train_step_abstract(model, w: Workload):
+  """(jitted train step, abstract args) without running anything."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+
+  x = jax.ShapeDtypeStruct((w.batch, w.time, w.input), jnp.float32)
+  params = jax.eval_shape(model.init, jax.random.key(0), x)['params']
+  tx = optax.adam(1e-3)
+  opt_state = jax.eval_shape(tx.init, params)
+
+  def outputs(p, x):
+    ys = model.apply({'params': p}, x)
+    return ys[0] if isinstance(ys, tuple) else ys
+
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  def train_step(p, s, x):
+    loss, grads = jax.value_and_grad(lambda p: jnp.mean(jnp.square(outputs(p, x))))(p)
+    updates, s = tx.update(grads, s, p)
+    return optax.apply_updates(p, updates), s, loss
+
+  return train_step, (params, opt_state, x)
+
+
+def _model_for(framework: str, w: Workload, remat: bool):
+  return flax_model(w) if framework == 'flax' else lstm_jax_model(w, remat)
+
+
+def xla_memory(framework: str, w: Workload, remat: bool) -> dict[str, int]:
+  """XLA's buffer assignment for the compiled training step."""
+  step, args = _jax_train_step_abstract(_model_for(framework, w, remat), w)
+  stats = step.lower(*args).compile().memory_analysis()
+  fields = ('temp_size_in_bytes', 'argument_size_in_bytes', 'output_size_in_bytes',
+            'alias_size_in_bytes', 'generated_code_size_in_bytes')
+  result = {f: int(getattr(stats, f)) for f in fields}
+  result['peak_memory_in_bytes'] = int(getattr(stats, 'peak_memory_in_bytes', -1))
+  result['total_bytes'] = (result['temp_size_in_bytes'] + result['argument_size_in_bytes']
+                           + result['output_size_in_bytes'] - result['alias_size_in_bytes'])
+  return result
+
+
+def _proc_status() -> dict[str, int]:
+  values = {}
+  with open('/proc/self/status') as f:
+    for line in f:
+      if line.startswith(('VmRSS:', 'VmHWM:')):
+        key, value = line.split(':')
+        values[key] = int(value.split()[0]) * 1024
+  return values
+
+
+def _reset_peak() -> None:
+  with open('/proc/self/clear_refs', 'w') as f:
+    f.write('5')
+
+
+def rss_worker(spec: dict[str, Any]) -> dict[str, Any]:
+  """Runs in a fresh subprocess: peak RSS rise over training steps (see module doc)."""
+  w = Workload(*spec['workload'])
+  framework = spec['framework']
+  if framework == 'torch':
+    torch, lstm, opt, x = _torch_setup(w)
+
+    def step():
+      opt.zero_grad(set_to_none=True)
+      out, _ = lstm(x)
+      out.pow(2).mean().backward()
+      opt.step()
+  else:
+    import jax
+    model = _model_for(framework, w, spec['remat'])
+    train_step, (_, _, x_struct) = _jax_train_step_abstract(model, w)
+    x = _jax_input(w)
+    import optax
+    params = model.init(jax.random.key(0), x)['params']
+    opt_state = optax.adam(1e-3).init(params)
+    compiled = train_step.lower(params, opt_state, x).compile()
+    state = [params, opt_state]
+
+    def step():
+      p, s, loss = compiled(state[0], state[1], x)
+      state[:] = [p, s]
+      jax.block_until_ready(loss)
+  gc.collect()
+  base = _proc_status()['VmRSS']
+  _reset_peak()
+  step()
+  first_peak = _proc_status()['VmHWM']
+  steady = []
+  for _ in range(2):
+    gc.collect()
+    before = _proc_status()['VmRSS']
+    _reset_peak()
+    step()
+    steady.append(_proc_status()['VmHWM'] - before)
+  after = _proc_status()['VmRSS']
+  return dict(rss_setup_bytes=base, first_step_peak_delta_bytes=first_peak - base,
+              steady_step_peak_delta_bytes=max(steady), rss_retained_bytes=after - base)
+
+
+def measured_rss(framework: str, w: Workload, remat: bool, timeout: float = 300) -> dict:
+  if not os.path.exists('/proc/self/clear_refs'):
+    return dict(error='needs Linux /proc/self/clear_refs')
+  spec = json.dumps(dict(framework=framework, workload=list(w), remat=remat))
+  proc = subprocess.run([sys.executable, '-m', 'benchmarks.lstm_speed', '--_rss-worker', spec],
+                        capture_output=True, text=True, timeout=timeout,
+                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  if proc.returncode != 0:
+    return dict(error=proc.stderr.strip()[-500:])
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def memory_section(lengths: tuple[int, ...], frameworks: tuple[str, ...], measure_rss: bool,
+                   log: Callable[[str], None], shape: Optional[dict[str, int]] = None,
+                   rss_cases: Optional[set] = None) -> list:
+  """XLA analysis for every JAX case; measured RSS for those in `rss_cases` (None: all)."""
+  shape = shape or MEMORY_SHAPE
+  rows = []
+  for time_steps in lengths:
+    w = Workload(shape['batch'], time_steps, shape['input'], shape['hidden'],
+                 shape['layers'])
+    cases = [('lstm_jax', False), ('lstm_jax', True)] if 'lstm_jax' in frameworks else []
+    cases += [('flax', False)] if 'flax' in frameworks else []
+    cases += [('torch', False)] if 'torch' in frameworks else []
+    for framework, remat in cases:
+      row: dict[str, Any] = dict(framework=framework, remat=remat, workload=w._asdict())
+      if framework != 'torch':
+        row['xla'] = xla_memory(framework, w, remat)
+      if measure_rss and (rss_cases is None or (framework, remat) in rss_cases):
+        row['rss'] = measured_rss(framework, w, remat)
+      rows.append(row)
+      xla = row.get('xla', {})
+      rss = row.get('rss', {})
+      log(f'  memory T={time_steps:5d} {framework:8s} remat={remat!s:5s}: '
+          f'XLA temp {xla.get("temp_size_in_bytes", 0) / 2**20:8.1f} MiB, '
+          f'RSS step peak {rss.get("steady_step_peak_delta_bytes", 0) / 2**20:8.1f} MiB '
+          f'{rss.get("error", "")}')
+  return rows
+
+
+# ------------------------------------------------------------------------------ report
+
+
+def environment() -> dict[str, Any]:
+  import flax
+  import jax
+  import jaxlib
+  import optax
+  env: dict[str, Any] = dict(
+      python=platform.python_version(), platform=platform.platform(),
+      jax=jax.__version__, jaxlib=jaxlib.__version__, flax=flax.__version__,
+      optax=optax.__version__, numpy=np.__version__, cores=cores(),
+      cpu_count=os.cpu_count(), jax_devices=[str(d) for d in jax.devices()],
+      malloc_env={k: os.environ[k] for k in MALLOC_VARS if k in os.environ},
+      xla_flags=os.environ.get('XLA_FLAGS'),
+      omp_num_threads=os.environ.get('OMP_NUM_THREADS'))
+  env['malloc_tuned'] = all(os.environ.get(k) == v for k, v in TUNED_MALLOC.items())
+  try:
+    with open('/proc/cpuinfo') as f:
+      env['cpu_model'] = next((line.split(':', 1)[1].strip() for line in f
+                               if line.startswith('model name')), None)
+  except OSError:
+    env['cpu_model'] = None
+  if have_torch():
+    import torch
+    env['torch'] = torch.__version__
+    env['torch_threads'] = cores()
+    env['torch_mkldnn'] = bool(torch.backends.mkldnn.is_available())
+  return env
+
+
+def _ms(entry: Optional[dict]) -> str:
+  if not entry:
+    return 'n/a'
+  return f'{entry["median_ms"]:.2f} ({entry["min_ms"]:.2f}-{entry["max_ms"]:.2f})'
+
+
+def _ratio(value: Optional[float]) -> str:
+  return 'n/a' if value is None else f'{value:.2f}x'
+
+
+def _others(timings: dict[str, Any], mode: str) -> str:
+  loads = [v for entries in timings.values() for v in entries.get(mode, {}).get('others_cpu', [])
+           if v is not None]
+  return f'{100 * statistics.mean(loads):.0f}%' if loads else 'n/a'
+
+
+def markdown(results: dict[str, Any]) -> str:
+  env = results['environment']
+  lines = ['# lstm-jax vs torch.nn.LSTM vs flax OptimizedLSTMCell (CPU)', '',
+           f'{env.get("cpu_model")}, {env["cores"]} cores; jax {env["jax"]}, '
+           f'flax {env["flax"]}, optax {env["optax"]}, torch {env.get("torch", "absent")} '
+           f'({env.get("torch_threads", "-")} threads, fused Adam); Python {env["python"]}.',
+           f'Malloc: {"tuned (" + ", ".join(f"{k}={v}" for k, v in TUNED_MALLOC.items()) + ")" if env["malloc_tuned"] else "glibc defaults"}'
+           f' (malloc env vars set: {env["malloc_env"] or "none"}). XLA_FLAGS: '
+           f'{env["xla_flags"] or "none"}.',
+           f'{results["args"]["repeats"]} interleaved repeats; ms per step, median '
+           '(min-max over repeats). Speed-up = torch median / model median '
+           '(> 1: faster than torch). Load average before/after: '
+           f'{results["loadavg_before"]} / {results["loadavg_after"]} (shared machine, '
+           'timings are noisy). "others\' CPU" = mean share of all cores used by OTHER '
+           'processes while this row was timed (from /proc/stat; 0% = quiet machine): '
+           'torch\'s OpenMP threads slow down far more than XLA\'s when it is high.', '']
+  titles = {'train': 'Training step (forward + loss + backward + Adam)',
+            'infer': 'Inference (forward only)'}
+  for mode in results['args']['modes']:
+    lines += [f'## {titles[mode]}', '',
+              '| workload (B T I H L) | fwd GFLOP | torch ms | lstm_jax ms | flax ms '
+              '| torch/lstm_jax | torch/flax | flax/lstm_jax | lstm_jax GFLOP/s '
+              '| others\' CPU |',
+              '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+    for item in results['workloads']:
+      t, s = item['timings'], item['speedup'].get(mode, {})
+      w = Workload(**item['workload'])
+      flop = w.forward_flop * (3 if mode == 'train' else 1)
+      jx = t.get('lstm_jax', {}).get(mode)
+      rate = f'{flop / (jx["median_ms"] / 1e3) / 1e9:.0f}' if jx else 'n/a'
+      lines.append(f'| {w.name} | {w.forward_flop / 1e9:.2f} | {_ms(t.get("torch", {}).get(mode))} '
+                   f'| {_ms(jx)} | {_ms(t.get("flax", {}).get(mode))} '
+                   f'| {_ratio(s.get("torch/lstm_jax"))} | {_ratio(s.get("torch/flax"))} '
+                   f'| {_ratio(s.get("flax/lstm_jax"))} | {rate} | {_others(t, mode)} |')
+    lines.append('')
+  lines += ['## JAX compile time (first call minus steady-state median, seconds)', '',
+            '| workload | lstm_jax train | lstm_jax infer | flax train | flax infer |',
+            '|---|---:|---:|---:|---:|']
+  for item in results['workloads']:
+    t = item['timings']
+    cells = []
+    for name in ('lstm_jax', 'flax'):
+      for mode in MODES:
+        entry = t.get(name, {}).get(mode)
+        cells.append(f'{entry["compile_s"]:.2f}' if entry else 'n/a')
+    lines.append(f'| {Workload(**item["workload"]).name} | ' + ' | '.join(cells) + ' |')
+  lines.append('')
+  if results.get('memory'):
+    shape = results['memory'][0]['workload']
+    lines += [f'## Peak memory of one training step (B={shape["batch"]}, I={shape["input"]}, '
+              f'H={shape["hidden"]}, L={shape["layers"]}), MiB', '',
+              'XLA = compiled step\'s `memory_analysis()`: temp (all intermediates, incl. '
+              'residuals kept for the backward pass) and temp + args + outputs - donated '
+              'aliases. RSS = measured rise of the resident set in a fresh process: over '
+              'the first step (above RSS after setup and AOT compile) and over a later '
+              '(steady) step.', '',
+              '| T | model | remat | XLA temp | XLA total | RSS first step | RSS steady step |',
+              '|---:|---|---|---:|---:|---:|---:|']
+    mib = lambda v: 'n/a' if v is None else f'{v / 2**20:.1f}'  # noqa: E731
+    for row in results['memory']:
+      xla, rss = row.get('xla', {}), row.get('rss', {})
+      label = 'lstm_jax.LSTM' if row['framework'] == 'lstm_jax' else (
+          'flax OptimizedLSTMCell' if row['framework'] == 'flax' else 'torch.nn.LSTM')
+      lines.append(f'| {row["workload"]["time"]} | {label} | {"yes" if row["remat"] else "no"} '
+                   f'| {mib(xla.get("temp_size_in_bytes"))} | {mib(xla.get("total_bytes"))} '
+                   f'| {mib(rss.get("first_step_peak_delta_bytes"))} '
+                   f'| {mib(rss.get("steady_step_peak_delta_bytes"))} |')
+    lines.append('')
+  lines.append(f'Total benchmark wall time: {results["wall_s"]:.0f} s.')
+  return '\n'.join(lines) + '\n'
+
+
+def _loadavg() -> Optional[str]:
+  try:
+    return ' '.join(f'{v:.2f}' for v in os.getloadavg())
+  except OSError:
+    return None
+
+
+# ------------------------------------------------------------------------------ main
+
+
+def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--quick', action='store_true',
+                      help=f'one tiny workload {tuple(QUICK_WORKLOAD)}, 2 repeats, tiny memory check '
+                      '(measured RSS for lstm_jax and torch only)')
+  parser.add_argument('--workloads', nargs='+', type=Workload.parse,
+                      help='B,T,I,H,L each (default: the five standard workloads)')
+  parser.add_argument('--models', default=','.join(MODELS),
+                      help='comma-separated subset of torch,lstm_jax,flax')
+  parser.add_argument('--modes', default=','.join(MODES), help='train,infer or a subset')
+  parser.add_argument('--repeats', type=int, help='interleaved repeats (default 5; quick 2)')
+  parser.add_argument('--target-ms', type=float, default=None,
+                      help='time per model per repeat used to pick iterations (default 250)')
+  parser.add_argument('--min-iters', type=int, default=None, help='default 3 (quick 1)')
+  parser.add_argument('--no-memory', action='store_true', help='skip the memory section')
+  parser.add_argument('--no-rss', action='store_true',
+                      help='memory: only XLA analysis, no measured-RSS subprocesses')
+  parser.add_argument('--memory-lengths', type=lambda s: tuple(int(v) for v in s.split(',')),
+                      help='comma-separated T for the memory section (default 1000,5000)')
+  parser.add_argument('--out', help='write the JSON results here')
+  parser.add_argument('--md', help='write the markdown tables here too')
+  parser.add_argument('--_rss-worker', dest='rss_worker', help=argparse.SUPPRESS)
+  args = parser.parse_args(argv)
+
+  if args.rss_worker:
+    print(json.dumps(rss_worker(json.loads(args.rss_worker))))
+    return {}
+
+  start = time.perf_counter()
+  models = tuple(m for m in args.models.split(',') if m)
+  if 'torch' in models and not have_torch():
+    print('torch is not installed: skipping the torch columns.', file=sys.stderr)
+    models = tuple(m for m in models if m != 'torch')
+  unknown = set(models) - set(MODELS)
+  if unknown:
+    parser.error(f'unknown models {sorted(unknown)}')
+  modes = tuple(m for m in args.modes.split(',') if m)
+  if set(modes) - set(MODES):
+    parser.error(f'modes must be among {MODES}')
+  workloads = args.workloads or ((QUICK_WORKLOAD,) if args.quick else DEFAULT_WORKLOADS)
+  repeats = args.repeats or (2 if args.quick else 5)
+  target_s = (args.target_ms or (20 if args.quick else 250)) / 1e3
+  min_iters = args.min_iters or (1 if args.quick else 3)
+  max_iters = 3 if args.quick else 200
+  lengths = args.memory_lengths or (QUICK_MEMORY_LENGTHS if args.quick else MEMORY_LENGTHS)
+  memory_shape = dict(batch=4, input=8, hidden=16, layers=1) if args.quick else MEMORY_SHAPE
+
+  log = functools.partial(print, file=sys.stderr, flush=True)
+  results: dict[str, Any] = dict(
+      environment=environment(), loadavg_before=_loadavg(),
+      args=dict(quick=args.quick, models=list(models), modes=list(modes), repeats=repeats,
+                target_ms=target_s * 1e3, min_iters=min_iters, max_iters=max_iters,
+                loss='mean(outputs ** 2)', optimizer='Adam lr=1e-3 (optax.adam; torch fused)',
+                torch_adam_fused=True),
+      workloads=[], memory=[])
+  log(f'environment: {json.dumps(results["environment"])}')
+  for w in workloads:
+    log(f'workload {w.name} ({w.forward_flop / 1e9:.2f} GFLOP forward)')
+    timings = time_workload(w, models, modes, repeats, target_s, min_iters, max_iters, log)
+    item = dict(workload=w._asdict(), forward_gflop=w.forward_flop / 1e9, timings=timings,
+                speedup=speedups(timings))
+    results['workloads'].append(item)
+    for mode in modes:
+      log(f'  {mode}: ' + ', '.join(f'{n} {timings[n][mode]["median_ms"]:.2f} ms'
+                                    for n in models)
+          + ''.join(f', {k} {v:.2f}x' for k, v in item['speedup'].get(mode, {}).items()))
+  if not args.no_memory:
+    log('memory')
+    results['memory'] = memory_section(lengths, models, not args.no_rss, log, memory_shape,
+                                       QUICK_RSS_CASES if args.quick else None)
+  results['loadavg_after'] = _loadavg()
+  results['wall_s'] = time.perf_counter() - start
+  text = markdown(results)
+  print(text, end="")
+  if args.md:
+    with open(args.md, 'w') as f:
+      f.write(text)
+  if args.out:
+    with open(args.out, 'w') as f:
+      json.dump(results, f, indent=1)
+  return results
+
+
+if __name__ == '__main__':
+  main()

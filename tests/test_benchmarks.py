@@ -1,0 +1,54 @@
+"""Smoke test of benchmarks/lstm_speed.py: its --quick mode runs end to end on one tiny
+workload and writes well-formed JSON and markdown (timings themselves are not checked)."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip('torch')
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_lstm_speed_quick(tmp_path):
+  out, md = tmp_path / 'results.json', tmp_path / 'results.md'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.lstm_speed', '--quick', '--out', str(out),
+       '--md', str(md)],
+      cwd=ROOT, capture_output=True, text=True, timeout=170)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+
+  results = json.loads(out.read_text())
+  env = results['environment']
+  assert env['cores'] >= 1 and env['jax'] and env['torch']
+  assert isinstance(env['malloc_tuned'], bool)
+  (item,) = results['workloads']
+  for model in ('torch', 'lstm_jax', 'flax'):
+    for mode in ('train', 'infer'):
+      entry = item['timings'][model][mode]
+      assert len(entry['raw_ms']) == results['args']['repeats'] >= 2
+      assert entry['median_ms'] > 0
+      if model != 'torch':
+        assert entry['compile_s'] is not None
+  assert item['speedup']['train']['torch/lstm_jax'] > 0
+
+  memory = {(row['framework'], row['remat']): row for row in results['memory']}
+  assert set(memory) == {('lstm_jax', False), ('lstm_jax', True), ('flax', False),
+                         ('torch', False)}
+  for key in (('lstm_jax', False), ('lstm_jax', True), ('flax', False)):
+    assert memory[key]['xla']['temp_size_in_bytes'] > 0
+  for key in (('lstm_jax', False), ('torch', False)):
+    rss = memory[key]['rss']
+    assert 'error' not in rss, rss
+    assert rss['first_step_peak_delta_bytes'] >= 0
+
+  text = md.read_text()
+  assert text == proc.stdout
+  for heading in ('## Training step', '## Inference', '## JAX compile time', '## Peak memory'):
+    assert heading in text
