@@ -97,7 +97,7 @@ QUICK_WORKLOAD = Workload(4, 12, 8, 16, 1)
 MEMORY_SHAPE = dict(batch=16, input=32, hidden=128, layers=1)
 MEMORY_LENGTHS = (1000, 5000)
 QUICK_MEMORY_LENGTHS = (16,)
-QUICK_RSS_CASES = {('lstm_jax', False), ('torch', False)}  # Each RSS case is a subprocess.
+QUICK_RSS_CASES = {('torch', False)}  # Each RSS case is a subprocess (seconds each).
 
 
 def cores() -> int:
@@ -259,6 +259,26 @@ def _cpu_ticks() -> Optional[tuple[int, int]]:
     return None
 
 
+def others_cpu_now(window_s: float = 0.5) -> Optional[float]:
+  """Share of all cores that other processes used over the next `window_s` seconds."""
+  return _timed_with_load(lambda: time.sleep(window_s), 1)[1]
+
+
+class QuietWaiter:
+  """Before a timed round, waits (within a total budget) for busy neighbours to calm down."""
+
+  def __init__(self, budget_s: float, threshold: float = 0.15):
+    self.budget_s, self.threshold, self.waited_s = budget_s, threshold, 0.0
+
+  def __call__(self) -> None:
+    while self.waited_s < self.budget_s:
+      start = time.perf_counter()
+      load = others_cpu_now()
+      self.waited_s += time.perf_counter() - start
+      if load is None or load < self.threshold:
+        return
+
+
 def _timed_with_load(fn: Callable[[], Any], iters: int) -> tuple[float, Optional[float]]:
   """(seconds per iteration, share of all cores that OTHER processes used meanwhile).
 
@@ -276,7 +296,8 @@ def _timed_with_load(fn: Callable[[], Any], iters: int) -> tuple[float, Optional
 
 def time_workload(w: Workload, models: tuple[str, ...], modes: tuple[str, ...],
                   repeats: int, target_s: float, min_iters: int, max_iters: int,
-                  log: Callable[[str], None]) -> dict[str, Any]:
+                  log: Callable[[str], None],
+                  wait_quiet: Optional[Callable[[], None]] = None) -> dict[str, Any]:
   """Warm-up (first call = compile for JAX), then `repeats` interleaved timed rounds."""
   benches = {name: BUILDERS[name](w) for name in models}
   entries = [(name, mode) for name in models for mode in modes]
@@ -295,6 +316,8 @@ def time_workload(w: Workload, models: tuple[str, ...], modes: tuple[str, ...],
     order = entries[k:] + entries[:k]  # Rotate so no model always runs first or last.
     if r % 2:
       order = order[::-1]
+    if wait_quiet is not None:
+      wait_quiet()
     for name, mode in order:
       entry = out[name][mode]
       seconds, others = _timed_with_load(getattr(benches[name], mode), entry['iters'])
@@ -536,7 +559,10 @@ def markdown(results: dict[str, Any]) -> str:
            f'{results["loadavg_before"]} / {results["loadavg_after"]} (shared machine, '
            'timings are noisy). "others\' CPU" = mean share of all cores used by OTHER '
            'processes while this row was timed (from /proc/stat; 0% = quiet machine): '
-           'torch\'s OpenMP threads slow down far more than XLA\'s when it is high.', '']
+           'torch\'s OpenMP threads slow down far more than XLA\'s when it is high.'
+           + (f' Waited {results["waited_for_quiet_s"]:.0f} s (budget '
+              f'{results["args"]["wait_quiet_budget_s"]:.0f} s) for quiet moments.'
+              if results['args']['wait_quiet_budget_s'] else ''), '']
   titles = {'train': 'Training step (forward + loss + backward + Adam)',
             'infer': 'Inference (forward only)'}
   for mode in results['args']['modes']:
@@ -608,7 +634,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--quick', action='store_true',
                       help=f'one tiny workload {tuple(QUICK_WORKLOAD)}, 2 repeats, tiny memory check '
-                      '(measured RSS for lstm_jax and torch only)')
+                      '(measured RSS for torch only)')
   parser.add_argument('--workloads', nargs='+', type=Workload.parse,
                       help='B,T,I,H,L each (default: the five standard workloads)')
   parser.add_argument('--models', default=','.join(MODELS),
@@ -623,6 +649,10 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                       help='memory: only XLA analysis, no measured-RSS subprocesses')
   parser.add_argument('--memory-lengths', type=lambda s: tuple(int(v) for v in s.split(',')),
                       help='comma-separated T for the memory section (default 1000,5000)')
+  parser.add_argument('--wait-quiet', type=float, default=0.0, metavar='SECONDS',
+                      help='shared machine: before each timed round wait until other '
+                      'processes use < 15%% of the cores, spending at most SECONDS in all '
+                      '(default 0: never wait)')
   parser.add_argument('--out', help='write the JSON results here')
   parser.add_argument('--md', help='write the markdown tables here too')
   parser.add_argument('--_rss-worker', dest='rss_worker', help=argparse.SUPPRESS)
@@ -656,13 +686,15 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
       environment=environment(), loadavg_before=_loadavg(),
       args=dict(quick=args.quick, models=list(models), modes=list(modes), repeats=repeats,
                 target_ms=target_s * 1e3, min_iters=min_iters, max_iters=max_iters,
-                loss='mean(outputs ** 2)', optimizer='Adam lr=1e-3 (optax.adam; torch fused)',
+                wait_quiet_budget_s=args.wait_quiet, loss='mean(outputs ** 2)', optimizer='Adam lr=1e-3 (optax.adam; torch fused)',
                 torch_adam_fused=True),
       workloads=[], memory=[])
   log(f'environment: {json.dumps(results["environment"])}')
+  waiter = QuietWaiter(args.wait_quiet)
   for w in workloads:
     log(f'workload {w.name} ({w.forward_flop / 1e9:.2f} GFLOP forward)')
-    timings = time_workload(w, models, modes, repeats, target_s, min_iters, max_iters, log)
+    timings = time_workload(w, models, modes, repeats, target_s, min_iters, max_iters, log,
+                            waiter if args.wait_quiet > 0 else None)
     item = dict(workload=w._asdict(), forward_gflop=w.forward_flop / 1e9, timings=timings,
                 speedup=speedups(timings))
     results['workloads'].append(item)
@@ -675,6 +707,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     results['memory'] = memory_section(lengths, models, not args.no_rss, log, memory_shape,
                                        QUICK_RSS_CASES if args.quick else None)
   results['loadavg_after'] = _loadavg()
+  results['waited_for_quiet_s'] = waiter.waited_s
   results['wall_s'] = time.perf_counter() - start
   text = markdown(results)
   print(text, end="")

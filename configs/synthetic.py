@@ -1,4 +1,4 @@
-"""Synthetic running-sum-sign tagging with an LSTM: the harness's smoke test (~30 s CPU).
+"""Synthetic running count mod 3, tagged by an LSTM: the harness's smoke test (~20 s CPU).
 
     python -m experiments.main --config=configs/synthetic.py --workdir=workdirs/synthetic
 

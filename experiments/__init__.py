@@ -14,6 +14,8 @@ from lstm_jax.train.errors import ConfigError
 
 EXPERIMENTS = {
     'synthetic': 'experiments.synthetic',
+    'long_range': 'experiments.long_range',
+    'forecasting': 'experiments.forecasting',
 }
 
 

@@ -216,7 +216,7 @@ def gradient_norms(config, model: SequenceModel, params: Any, batch: Batch) -> l
 
 # ------------------------------------------------------------------- the harness' Task
 
-_EVAL_PAD = 8  # Eval batches are padded to a multiple of this (x processes) for sharding.
+_EVAL_PAD = 8  # Eval batches are padded to a multiple of this and of the device count.
 
 
 def _pad(batch: Batch, multiple: int) -> Batch:
@@ -250,7 +250,7 @@ def build_task(config):
       step += 1
 
   def eval_iter():
-    multiple = _EVAL_PAD * jax.process_count()
+    multiple = int(np.lcm(_EVAL_PAD, jax.device_count()))  # Shards evenly on any mesh.
     return [_process_rows(_pad(b, multiple))
             for b in eval_batches(task, config.seed, d.eval_batch_size, d.eval_batches, d.lag)]
 

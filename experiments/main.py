@@ -1,12 +1,11 @@
 """Trains and evaluates one experiment, all of it described by a config file.
 
-    python -m experiments.main --config=configs/NAME.py[:ARG] --workdir=DIR \
-        [--config.KEY=VALUE ...]
+    python -m experiments.main --config=configs/NAME.py[:ARG] --workdir=DIR [--config.KEY=VALUE ...]
 
 The config's `experiment` field picks the module in experiments/ (see EXPERIMENTS in
 experiments/__init__.py). Rerunning with the same --workdir resumes from its latest
 checkpoint. Mistakes in the config, the flags or the workdir end with `error: ...` on
-stderr and exit status 2.
+stderr and exit status 2. Orbax's INFO logs are hidden unless --verbosity=0 is given.
 """
 
 from __future__ import annotations
@@ -16,6 +15,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from lstm_jax.train import cli
+
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file, configs/NAME.py[:ARG]; override fields with '
     '--config.KEY=VALUE (e.g. --config.total_steps=100 --config.optimizer.name=sgd).',
@@ -23,51 +24,41 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Directory for checkpoints, metrics.jsonl, TensorBoard events, '
     'report.json and plots. An existing one is resumed.')
-
-
-def _fail(message: str) -> None:
-  print(f'error: {message}', file=sys.stderr, flush=True)
-  sys.exit(2)
+_VERBOSE = [False]
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
-  """absl's parser, but a bad flag or config is one `error:` line and status 2."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    _fail(f'{e}\nRun with --help for the flags.')
-  except Exception as e:  # Errors raised while loading the config file itself.
-    _fail(f'could not load the config: {type(e).__name__}: {e}')
+  argv = cli.parse_flags(argv)
+  # absl switches INFO on after parsing unless --verbosity was given.
+  _VERBOSE[0] = not flags.FLAGS['verbosity'].using_default_value
+  return argv
 
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
-    _fail(f'unexpected arguments {argv[1:]}; pass settings as --config.KEY=VALUE.')
-  if _CONFIG.value is None:
-    _fail('--config=configs/NAME.py is required.')
+    cli.fail(f'unexpected arguments {argv[1:]}; pass settings as --config.KEY=VALUE.')
+  config = cli.config_value(_CONFIG)
   if not _WORKDIR.value:
-    _fail('--workdir=DIR is required.')
-  import experiments  # After flag parsing: keeps --help fast.
+    cli.fail('--workdir=DIR is required.')
+  if not _VERBOSE[0]:
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
+  import experiments  # Imported after parsing so that --help stays fast.
   from lstm_jax.train import UserError, run
   try:
-    config = _CONFIG.value
-    experiment = experiments.get_experiment(config.experiment)
-    result = run(config, _WORKDIR.value, experiment.build_task)
+    result = run(config, _WORKDIR.value, experiments.get_experiment(config.experiment).build_task)
   except UserError as e:
-    _fail(str(e))
+    cli.fail(str(e))
   if result.get('preempted'):
     sys.exit(0)
 
 
-class _QuietOrbax(logging.logging.Filter):
-  """Drops Orbax's per-save warning for checkpoints saved between evals (no metrics)."""
+class _NoMetricsWarning(logging.logging.Filter):
+  """Orbax warns at every save between evals that it got no metrics: expected here."""
 
   def filter(self, record) -> bool:
     return 'did not provide metrics' not in record.getMessage()
 
 
 if __name__ == '__main__':
-  # Orbax logs every save at INFO; --verbosity=0 brings that back.
-  flags.FLAGS.set_default('verbosity', logging.WARNING)
-  logging.get_absl_logger().addFilter(_QuietOrbax())
+  logging.get_absl_logger().addFilter(_NoMetricsWarning())
   app.run(main, flags_parser=_parse_flags)

@@ -109,3 +109,18 @@ def sync(name: str) -> None:
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices(name)
+
+
+def globalize_replicated(tree: Any, mesh: Mesh) -> Any:
+  """Replicated arrays on this process's devices (what `jax.pmap` returns for
+  out_axes=None) -> replicated global arrays over `mesh`, which Orbax can save from
+  several processes. Arrays already on `mesh` pass through; no data moves."""
+  sharding = replicated(mesh)
+  local = set(mesh.local_devices)
+
+  def convert(x):
+    if not isinstance(x, jax.Array) or x.sharding.is_equivalent_to(sharding, x.ndim):
+      return x
+    shards = [s.data for s in x.addressable_shards if s.device in local]
+    return jax.make_array_from_single_device_arrays(x.shape, sharding, shards)
+  return jax.tree.map(convert, tree)

@@ -43,10 +43,9 @@ def test_lstm_speed_quick(tmp_path):
                          ('torch', False)}
   for key in (('lstm_jax', False), ('lstm_jax', True), ('flax', False)):
     assert memory[key]['xla']['temp_size_in_bytes'] > 0
-  for key in (('lstm_jax', False), ('torch', False)):
-    rss = memory[key]['rss']
-    assert 'error' not in rss, rss
-    assert rss['first_step_peak_delta_bytes'] >= 0
+  rss = memory[('torch', False)]['rss']  # --quick measures RSS (a subprocess) for torch only.
+  assert 'error' not in rss, rss
+  assert rss['first_step_peak_delta_bytes'] >= 0
 
   text = md.read_text()
   assert text == proc.stdout

@@ -101,8 +101,9 @@ def test_bf16_close_to_float32(options):
   np.testing.assert_allclose(out16, out32, atol=2e-2)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-2), fin16, fin32)
   assert np.abs(np.asarray(out16) - np.asarray(out32)).max() > 0  # bf16 really used
-  g = jax.grad(lambda p: model16.apply({'params': p}, x, seq_lengths=lengths)[0].sum())(
-      variables['params'])
+  g = jax.jit(jax.grad(
+      lambda p: model16.apply({'params': p}, x, seq_lengths=lengths)[0].sum()))(
+          variables['params'])
   assert all(leaf.dtype == jnp.float32 and np.all(np.isfinite(leaf))
              for leaf in jax.tree.leaves(g))
 

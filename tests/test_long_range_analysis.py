@@ -25,11 +25,11 @@ def test_hand_computable_linear_regime():
 
 def test_unperturbed_loss_matches_full_unroll():
   model = GRU(hidden_size=5, num_layers=2)
-  x = jax.random.normal(jax.random.key(0), (3, 7, 2))
+  x = jax.random.normal(jax.random.key(0), (3, 4, 2))
   variables = model.init(jax.random.key(1), x)
   loss_fn = lambda ys, st: jnp.mean(ys ** 2) + jnp.sum(st.h ** 2)
   loss, grads = analysis.hidden_state_gradients(model, variables, x, loss_fn)
-  assert grads.shape == (7, 2, 3, 5)
+  assert grads.shape == (4, 2, 3, 5)
   np.testing.assert_allclose(loss, loss_fn(*model.apply(variables, x)), rtol=1e-6)
 
 
@@ -74,9 +74,9 @@ def test_rnn_gradient_vanishes_lstm_does_not():
   # gradient at t = 0 is orders of magnitude below its last-step value; the LSTM's with
   # forget bias 1 much less so.
   time = 100
-  x = jax.random.uniform(jax.random.key(0), (8, time, 2))
+  x = jax.random.uniform(jax.random.key(0), (4, time, 2))
   ratios = {}
-  for model in (SimpleRNN(hidden_size=16), LSTM(hidden_size=16, forget_bias=3.0)):
+  for model in (SimpleRNN(hidden_size=8), LSTM(hidden_size=8, forget_bias=3.0)):
     variables = model.init(jax.random.key(1), x)
     norms = analysis.gradient_norms(model, variables, x, lambda ys, _: jnp.mean(ys[:, -1]))
     ratios[model.cell_type] = float(norms[0] / norms[-1])

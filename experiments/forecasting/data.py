@@ -25,11 +25,13 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from lstm_jax.train.errors import UserError as TrainUserError
+
 CORPORA = ('vic_elec', 'epf_fr_be', 'pedestrian')
 IMPUTE = ('none', 'interpolate', 'ffill')
 
 
-class UserError(ValueError):
+class UserError(TrainUserError, ValueError):
   """A problem with the user's data or config; `field` names the config field or column."""
 
   def __init__(self, field: str, message: str):
@@ -83,7 +85,7 @@ def calendar_features(timestamps: np.ndarray) -> np.ndarray:
   days = seconds // 86400
   week_frac = ((days + 3) % 7) / 7.0  # 1970-01-01 was a Thursday: +3 makes Monday 0.
   dates = pd.to_datetime(days, unit='D')
-  year_frac = (dates.dayofyear.to_numpy() - 1) / 365.25
+  year_frac = (dates.day_of_year.to_numpy() - 1) / 365.25
   angles = 2.0 * np.pi * np.stack([day_frac, week_frac, year_frac], -1)
   return np.concatenate([np.sin(angles), np.cos(angles)], -1).astype(np.float32)
 

@@ -99,33 +99,38 @@ def build_inputs(batch: dict, lags: Sequence[int], context: int, horizon: int,
   return jnp.concatenate([lagged, batch['time'], static], -1), z, obs
 
 
-def loss_fn(model: ForecastNet, params: Any, batch: dict, lags: Sequence[int],
-            context: int, horizon: int, levels: Array, rng: Array | None = None) -> Array:
-  """Mean NLL over observed window steps ('deepar'), or mean pinball over the horizon."""
+def window_losses(model: ForecastNet, variables: Any, batch: dict, lags: Sequence[int],
+                  context: int, horizon: int, levels: Array,
+                  rng: Array | None = None) -> Array:
+  """<float32>[B]: each window's mean loss over its observed steps.
+
+  'deepar': the NLL of z at every window step (context and horizon, teacher forcing);
+  'quantile': the pinball loss averaged over levels at the horizon steps. `rng` turns on
+  dropout (training).
+  """
   direct = model.head == 'quantile'
   x, z, obs = build_inputs(batch, lags, context, horizon, direct)
   rngs = {'dropout': rng} if rng is not None else None
-  out, _ = model.apply(params, x, deterministic=rng is None, rngs=rngs)
+  out, _ = model.apply(variables, x, deterministic=rng is None, rngs=rngs)
   max_lag = max(lags)
   target, weight = z[:, max_lag:], obs[:, max_lag:]
   if direct:
-    q = out[:, context:]
-    loss = probabilistic.pinball_loss(target[:, context:], q, levels).mean(-1)
+    loss = probabilistic.pinball_loss(target[:, context:], out[:, context:], levels).mean(-1)
     weight = weight[:, context:]
   else:
     loss = probabilistic.nll(model.likelihood, out, target)
-  return jnp.sum(loss * weight) / jnp.maximum(jnp.sum(weight), 1.0)
+  return jnp.sum(loss * weight, 1) / jnp.maximum(jnp.sum(weight, 1), 1.0)
 
 
-def predict_quantiles(model: ForecastNet, params: Any, batch: dict, lags: Sequence[int],
+def predict_quantiles(model: ForecastNet, variables: Any, batch: dict, lags: Sequence[int],
                       context: int, horizon: int) -> Array:
   """Direct head: <float32>[B, H, Q] quantiles in data units."""
   x, _, _ = build_inputs(batch, lags, context, horizon, True)
-  q, _ = model.apply(params, x)
+  q, _ = model.apply(variables, x)
   return q[:, context:] * batch['scale'][:, None, None] + batch['loc'][:, None, None]
 
 
-def sample_paths(model: ForecastNet, params: Any, batch: dict, lags: Sequence[int],
+def sample_paths(model: ForecastNet, variables: Any, batch: dict, lags: Sequence[int],
                  context: int, horizon: int, num_samples: int, rng: Array) -> Array:
   """DeepAR head: <float32>[num_samples, B, H] sample paths in data units.
 
@@ -137,7 +142,7 @@ def sample_paths(model: ForecastNet, params: Any, batch: dict, lags: Sequence[in
   future_free = dict(batch, future=jnp.zeros_like(batch['future']),
                      future_observed=jnp.ones_like(batch['future_observed']))
   x, z, obs = build_inputs(future_free, lags, context, horizon, False)
-  _, state = model.apply(params, x[:, :context])
+  _, state = model.apply(variables, x[:, :context])
   rep = lambda a: jnp.repeat(a, num_samples, axis=0)  # [B, ...] -> [B * N, ...]
   state = jax.tree.map(lambda a: jnp.repeat(a, num_samples, axis=1), state)
   z, obs, x_time = rep(z), rep(obs), rep(x[:, context:, 2 * len(lags):])
@@ -147,7 +152,7 @@ def sample_paths(model: ForecastNet, params: Any, batch: dict, lags: Sequence[in
     key, sub = jax.random.split(key)
     lagged = lag_features(z, obs, lags, max_lag, context + p, 1, context, False)[:, 0]
     x_t = jnp.concatenate([lagged, jax.lax.dynamic_index_in_dim(x_time, p, 1, False)], -1)
-    out, state = model.apply(params, x_t[:, None], initial_state=state)
+    out, state = model.apply(variables, x_t[:, None], initial_state=state)
     draw = probabilistic.sample(model.likelihood, sub, jax.tree.map(lambda a: a[:, 0], out))
     # The draw becomes the observed value at window step context + p for later lags.
     z = jax.lax.dynamic_update_slice_in_dim(z, draw[:, None], max_lag + context + p, 1)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import time
 from typing import Any, Optional
 
@@ -88,8 +89,7 @@ class Checkpointer:
       msg += (f'Resuming from step {step}.' if step is not None
               else 'No readable checkpoint left: starting from scratch.')
       if jax.process_index() == 0:
-        print(msg, flush=True, file=__import__('sys').stderr)
-      logging.warning(msg)
+        print(msg, flush=True, file=sys.stderr)
     return restored, step
 
   def _move_aside(self, steps: list[int]) -> None:

@@ -313,7 +313,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, build_task: BuildTask) 
   def save(step: int, metrics: Optional[dict] = None) -> None:
     nonlocal last_saved
     drain()  # Never checkpoint parameters that produced a NaN.
-    ckpt.save(step, state, metrics=metrics)
+    ckpt.save(step, parallel.globalize_replicated(state, mesh), metrics=metrics)
     last_saved = step
 
   final_eval: Optional[dict] = None

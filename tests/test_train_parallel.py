@@ -1,0 +1,57 @@
+"""The same global batch gives the same losses whatever the devices, processes or mode."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from conftest import REFERENCE, REFERENCE_STEPS, reference_until
+
+
+def _assert_same(losses: dict, reference: dict, steps=None) -> None:
+  steps = sorted(steps or reference)
+  assert sorted(losses) == steps, (sorted(losses), steps)
+  np.testing.assert_allclose([losses[s] for s in steps], [reference[s] for s in steps],
+                             rtol=2e-5, atol=1e-6)
+
+
+def test_8_devices_match_1_and_restore_on_1(train_cli, reference_losses, tmp_path):
+  # 8 forced host devices for the first half; the checkpoint they write is restored on
+  # 1 device for the second half. Both halves must follow the 1-device run.
+  workdir = tmp_path / 'run'
+  half = REFERENCE_STEPS // 2
+  proc = train_cli.run(workdir, *reference_until(half), devices=8)
+  assert 'on 8 device(s)' in proc.stderr
+  _assert_same(train_cli.losses(workdir), reference_losses, range(1, half + 1))
+  proc = train_cli.run(workdir, *REFERENCE, devices=1)
+  assert f'resuming from step {half} on 1 device(s)' in proc.stderr
+  _assert_same(train_cli.losses(workdir), reference_losses)
+
+
+def test_pmap_matches_jit(train_cli, reference_losses, tmp_path):
+  workdir = tmp_path / 'run'
+  proc = train_cli.run(workdir, *REFERENCE, '--config.parallelism.mode=pmap', devices=4)
+  assert 'mode=pmap' in proc.stderr and 'on 4 device(s)' in proc.stderr
+  _assert_same(train_cli.losses(workdir), reference_losses)
+
+
+def test_2_processes_x_2_devices_match_1_process(train_cli, reference_losses, tmp_path):
+  workdir = tmp_path / 'run'
+  port = train_cli.free_port()
+  procs = [train_cli.start(
+      workdir, *REFERENCE, '--config.parallelism.distributed=explicit',
+      f'--config.parallelism.coordinator_address=127.0.0.1:{port}',
+      f'--config.parallelism.coordinator_bind_address=127.0.0.1:{port}',
+      '--config.parallelism.num_processes=2', f'--config.parallelism.process_id={i}',
+      '--config.parallelism.heartbeat_timeout_seconds=10', devices=2) for i in range(2)]
+  outputs = []
+  try:
+    for p in procs:
+      outputs.append(p.communicate(timeout=150))
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  for p, (_, err) in zip(procs, outputs):
+    assert p.returncode == 0, err[-4000:]
+  assert '2 process(es)' in outputs[0][1] and 'on 4 device(s)' in outputs[0][1]
+  _assert_same(train_cli.losses(workdir), reference_losses)
