@@ -645,6 +645,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                       help='time per model per repeat used to pick iterations (default 250)')
   parser.add_argument('--min-iters', type=int, default=None, help='default 3 (quick 1)')
   parser.add_argument('--no-memory', action='store_true', help='skip the memory section')
+  parser.add_argument('--memory-only', action='store_true', help='skip the timings')
   parser.add_argument('--no-rss', action='store_true',
                       help='memory: only XLA analysis, no measured-RSS subprocesses')
   parser.add_argument('--memory-lengths', type=lambda s: tuple(int(v) for v in s.split(',')),
@@ -691,7 +692,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
       workloads=[], memory=[])
   log(f'environment: {json.dumps(results["environment"])}')
   waiter = QuietWaiter(args.wait_quiet)
-  for w in workloads:
+  for w in () if args.memory_only else workloads:
     log(f'workload {w.name} ({w.forward_flop / 1e9:.2f} GFLOP forward)')
     timings = time_workload(w, models, modes, repeats, target_s, min_iters, max_iters, log,
                             waiter if args.wait_quiet > 0 else None)

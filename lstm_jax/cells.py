@@ -223,7 +223,8 @@ class LSTMCell(nn.Module):
   Attributes:
     hidden_size: H, the number of memory cells.
     proj_size: P, LSTMP's recurrent projection of the output (Sak et al. 2014), or None.
-    forget_bias: initial value of the forget-gate bias.
+    forget_bias: initial value of the forget-gate bias (with `coupled`, the input-gate
+      bias is set to -forget_bias, which gives the forget gate that initial bias).
     forget_bias_init: 'constant' (use forget_bias) or 'chrono' (Tallec & Ollivier 2018:
       b_f ~ log U[1, chrono_max_length - 1], b_i = -b_f).
     chrono_max_length: the longest dependency expected, for 'chrono'.
@@ -305,6 +306,8 @@ class LSTMCell(nn.Module):
     elif self.forget_bias_init == 'constant':
       if 'f' in block:
         bias = bias.at[block['f']].set(self.forget_bias)
+      elif self.coupled:  # CIFG: f = 1 - sigmoid(b_i) = sigmoid(-b_i).
+        bias = bias.at[block['i']].set(-self.forget_bias)
     else:
       raise ValueError(f"forget_bias_init must be 'constant' or 'chrono', got "
                        f'{self.forget_bias_init!r}.')

@@ -141,5 +141,7 @@ def lstm(input_kernel: Array, recurrent_kernel: Array, bias: Array, xs: Array,
   Returns:
     ((h_final, c_final), ys) with ys <float32>[time, batch, H].
   """
+  if xs.shape[0] == 0:  # No steps: the backward pass below assumes at least one.
+    return (h0, c0), jnp.zeros(xs.shape[:2] + h0.shape[-1:], h0.dtype)
   w = jnp.concatenate([input_kernel, recurrent_kernel], axis=0)
   return _lstm(w, bias, xs, valid, h0, c0, unroll, remat)

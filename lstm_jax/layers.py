@@ -145,6 +145,10 @@ class RNN(nn.Module):
       initial_state = self.initialize_state(batch)
     valid = unroll.valid_mask(seq_lengths, time)
     xs = jnp.swapaxes(x, 0, 1)  # Time-major for the scans, once for the whole stack.
+    if valid is not None:
+      # Masking selects with `where`, whose gradient still multiplies the padding: zero it
+      # so that NaN or inf there cannot reach the gradients.
+      xs = jnp.where(valid[..., None], xs, 0.0)
     finals = []
     for layer in range(self.num_layers):
       outs = []
@@ -160,11 +164,9 @@ class RNN(nn.Module):
       ys = outs[0] if len(outs) == 1 else (
           jnp.concatenate(outs, -1) if self.merge == 'concat' else outs[0] + outs[1])
       if self.residual and ys.shape[-1] == xs.shape[-1]:
-        ys = ys + xs
+        ys = ys + xs  # Padding of xs is zero (above), so the padding stays zero.
       if self.dropout and layer < self.num_layers - 1:
         ys = nn.Dropout(self.dropout, deterministic=deterministic)(ys)
-        if valid is not None:  # Keep the padding exactly zero.
-          ys = jnp.where(valid[..., None], ys, 0.0)
       xs = ys
     final_state = jax.tree.map(lambda *a: jnp.stack(a), *finals)
     return jnp.swapaxes(xs, 0, 1), final_state

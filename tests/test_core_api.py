@@ -281,6 +281,25 @@ def test_forget_bias_one_makes_forget_gate_sigmoid_one():
   np.testing.assert_allclose(final.c, 1.0 / (1.0 + np.exp(-1.0)), rtol=1e-6)
 
 
+def test_cifg_forget_bias_is_carried_by_the_input_gate():
+  """With coupled=True there is no forget block: f = 1 - sigmoid(b_i), so the input bias
+  is -forget_bias and the first-step forget gate is sigmoid(forget_bias), as without CIFG."""
+  model = LSTM(hidden_size=H, coupled=True, forget_bias=1.5)
+  x = jnp.zeros((B, 1, F))
+  params = model.init(jax.random.key(0), x)['params']
+  bias = np.asarray(params['layer_0']['bias'])
+  assert bias.shape == (3 * H,)  # blocks (i, g, o)
+  np.testing.assert_array_equal(bias[:H], -1.5)
+  np.testing.assert_array_equal(bias[H:], 0.0)
+  zeroed = dict(params['layer_0'], input_kernel=jnp.zeros_like(params['layer_0']['input_kernel']),
+                recurrent_kernel=jnp.zeros_like(params['layer_0']['recurrent_kernel']))
+  c0 = jnp.ones((1, B, H))
+  _, final = model.apply({'params': {'layer_0': zeroed}}, x,
+                         initial_state=model.initialize_state(B)._replace(c=c0))
+  # c = f * c0 + i * tanh(0) = sigmoid(1.5)
+  np.testing.assert_allclose(final.c, 1.0 / (1.0 + np.exp(-1.5)), rtol=1e-6)
+
+
 @pytest.mark.parametrize('options', [dict(), dict(peepholes=True, coupled=True)],
                          ids=['plain', 'cifg'])
 def test_chrono_init(options):

@@ -15,7 +15,7 @@ import pytest
 import test_core_common as common
 from test_core_common import LSTM_CASES, jax, jnp
 import reference
-from lstm_jax import LSTM, fused
+from lstm_jax import fused
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 B, T, F, H = 4, 5, 3, 4
@@ -115,7 +115,7 @@ def test_residual_full_length_matches_reference(name):
 @pytest.mark.parametrize('name', sorted(RESIDUAL))
 def test_residual_valid_steps_and_final_state_match_reference(name):
   """With padding, the valid outputs and final states of residual stacks are right
-  (the padding itself is covered by test_bug_residual_padding_is_not_zero)."""
+  (the padding itself is covered by test_residual_padding_is_zero)."""
   options = RESIDUAL[name]
   model, variables, x = common.setup(options, len(LENGTHS), T, H, 13)
   out, final = model.apply(variables, x, seq_lengths=LENGTHS)
@@ -126,12 +126,9 @@ def test_residual_valid_steps_and_final_state_match_reference(name):
   common.assert_state_close(final, ref_final, **TOL)
 
 
-def test_bug_residual_padding_is_not_zero():
-  """LIBRARY BUG (lstm_jax/layers.py, RNN.__call__, `ys = ys + xs` of residual=True):
-  the documented contract is 'outputs ... zero past each length', but the residual adds
-  the layer input at padded steps too, so the outputs past a length equal the input
-  padding (e.g. x itself for layer 0). Only with dropout > 0 are they re-zeroed, so the
-  output also depends on whether dropout is configured. Expected: exactly 0."""
+def test_residual_padding_is_zero():
+  """Regression: the residual used to add the layer input at padded steps, so outputs
+  past a length equalled the input padding. The contract is exactly 0 there."""
   options = dict(hidden_size=H, num_layers=2, residual=True)
   model, variables, x = common.setup(options, 2, 4, H, 0)
   lengths = np.array([3, 1])

@@ -17,7 +17,7 @@ import pytest
 import test_core_common as common
 from test_core_common import LSTM_CASES, jax, jnp
 import reference
-from lstm_jax import LSTMStructure, fused, lstm_step, scan_steps, valid_mask
+from lstm_jax import LSTMState, LSTMStructure, fused, lstm_step, scan_steps, valid_mask
 
 B, T, F, H = 3, 3, 2, 2
 LENGTHS = np.array([3, 0, 2])
@@ -101,12 +101,7 @@ def test_lstm_grads_match_finite_differences(name):
 ], ids=['gru', 'rnn', 'gru_zoneout', 'lstm_bidir_2layer', 'peephole_bidir_sum',
         'rnn_residual_bidir'])
 def test_other_cells_and_stacks_grads_match_finite_differences(options):
-  # Residual stacks at full length: with padding their outputs are wrong (see
-  # test_core_forward.test_bug_residual_padding_is_not_zero).
-  if options.get('residual'):
-    _check_against_fd(options, lengths=[T, T, T], features=H, seed=4)
-  else:
-    _check_against_fd(options, seed=4)
+  _check_against_fd(options, seed=4, **({'features': H} if options.get('residual') else {}))
 
 
 # ----------------------------------------------------------- fused vs generic path
@@ -128,7 +123,7 @@ def _run_generic(a, valid, unroll, remat):
   structure = LSTMStructure(hidden_size=a['h0'].shape[-1])
   params = {'input_kernel': a['ik'], 'recurrent_kernel': a['rk'], 'bias': a['b']}
   step = lambda p, s, x, _: lstm_step(p, s, x, structure)  # noqa: E731
-  from lstm_jax import LSTMState
+
   final, ys = scan_steps(step, params, LSTMState(a['h0'], a['c0']), a['xs'], valid,
                          unroll=unroll, remat=remat)
   return final.h, final.c, ys
@@ -204,13 +199,10 @@ def test_remat_and_unroll_leave_numbers_unchanged(options):
                                                          err_msg=str(kw)), g, g0)
 
 
-def test_bug_fused_grad_fails_on_empty_time_axis():
-  """LIBRARY BUG (lstm_jax/fused.py, _lstm_bwd: `hs_prev = concatenate([h0[None],
-  hs[:-1]])`): with time = 0, hs[:-1] is empty so hs_prev (and cs_prev) have length 1
-  while dys has length 0, and the backward lax.scan raises 'scan got values with
-  different leading axis sizes'. The forward pass works (returns the initial state) and
-  the generic path differentiates fine. Expected: gradients dh0 = dh_final,
-  dc0 = dc_final, zeros elsewhere."""
+def test_fused_grad_on_empty_time_axis():
+  """Regression: with time = 0 the fused backward pass used to fail on mismatched scan
+  lengths. Expected, as on the generic path: dh0 = dh_final, dc0 = dc_final, zeros
+  elsewhere."""
   a = _plain_inputs(time=0)
   w = [np.zeros((0, 3, 4)), np.ones((3, 4)), 2 * np.ones((3, 4))]
   g_generic = jax.grad(_loss(_run_generic, None, 1, False, w))(a)

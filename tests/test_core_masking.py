@@ -129,3 +129,22 @@ def test_bidirectional_reverse_direction_reads_valid_prefix(lengths):
                                rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(np.asarray(fin1.h)[1, b], s_rev.h[0, 0], rtol=1e-6,
                                atol=1e-6)
+
+
+@pytest.mark.parametrize('name', ['lstm_fused', 'lstm_zoneout_ln', 'gru', 'lstm_bidir_2layer'])
+def test_nan_padding_does_not_reach_gradients(name):
+  """Gradients with NaN in the padding equal those with zero padding (and are finite)."""
+  model, variables, x, state0, _ = _model(name)
+  lengths = jnp.array([T, 2, 0])
+  pad = (np.arange(T)[None, :] >= np.asarray(lengths)[:, None])[..., None]
+
+  def loss(params, x):
+    out, final = model.apply({'params': params}, x, seq_lengths=lengths, initial_state=state0)
+    return jnp.sum(out ** 2) + sum(jnp.sum(leaf) for leaf in jax.tree.leaves(final))
+
+  grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+  g_zero = grad(variables['params'], jnp.where(pad, 0.0, x))
+  g_nan = grad(variables['params'], jnp.where(pad, np.nan, x))
+  for a, b in zip(jax.tree.leaves(g_zero), jax.tree.leaves(g_nan)):
+    assert np.all(np.isfinite(b))
+    np.testing.assert_array_equal(a, b)

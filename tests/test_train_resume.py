@@ -65,6 +65,12 @@ def test_corrupt_latest_checkpoint_falls_back(train_cli, reference_losses, tmp_p
   assert sorted(losses) == list(range(1, REFERENCE_STEPS + 1))
   assert losses == reference_losses
 
+  # A readable checkpoint that does not fit the config is the user's call, not corruption.
+  proc = train_cli.run(workdir, *REFERENCE, '--config.model.hidden_size=16', check=False)
+  assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+  assert 'does not fit this config: params/lstm' in proc.stderr, proc.stderr
+  assert (ckpts / str(REFERENCE_STEPS)).is_dir()  # Nothing moved.
+
 
 def test_nan_guard(train_cli, tmp_path):
   workdir = tmp_path / 'run'

@@ -93,3 +93,12 @@ def test_metrics_truncation_and_dedupe(tmp_path):
     f.write(json.dumps({'step': 2, 'split': 'train', 'metrics': {'loss': 9.0}}) + '\n')
   records = writers.read_metrics(str(path))
   assert [(r['step'], r['metrics']['loss']) for r in records] == [(1, 1.0), (2, 9.0)]
+
+
+def test_config_file_moves_before_overrides():
+  from lstm_jax.train.cli import config_file_first
+  argv = ['main', '--config.a=1', '--workdir=w', '--config=c.py:x', '--config.b=2']
+  assert config_file_first(argv) == ['main', '--config=c.py:x', '--config.a=1', '--workdir=w',
+                                     '--config.b=2']
+  assert config_file_first(['main', '--config.a=1', '--config', 'c.py']) == [
+      'main', '--config', 'c.py', '--config.a=1']

@@ -21,6 +21,33 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint._src.checkpoint_managers import preservation_policy as pp
 
 from lstm_jax import parallel
+from lstm_jax.train.errors import UserError
+
+
+def _path_key(path) -> tuple[str, ...]:
+  """A tree path as plain strings: Orbax's metadata uses dict keys and list indices
+  where the live state has attributes and tuples."""
+  return tuple(str(getattr(k, 'key', getattr(k, 'idx', getattr(k, 'name', k)))) for k in path)
+
+
+def _shapes(tree: Any) -> dict[tuple[str, ...], tuple]:
+  return {_path_key(p): (tuple(x.shape), str(x.dtype))
+          for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def describe_mismatch(saved: Any, target: Any) -> Optional[str]:
+  """How a checkpoint's arrays differ from the state the config builds, or None."""
+  a, b = _shapes(saved), _shapes(target)
+  # Parameters first: their names are the ones users recognise.
+  for key in sorted(set(a) | set(b), key=lambda k: (k[0] != 'params', k)):
+    name = '/'.join(key)
+    if key not in a:
+      return f'the config has {name} {b[key]}, the checkpoint does not'
+    if key not in b:
+      return f'the checkpoint has {name} {a[key]}, the config does not'
+    if a[key] != b[key]:
+      return f'{name} is {a[key]} in the checkpoint but {b[key]} in the config'
+  return None
 
 
 def abstract_like(tree: Any) -> Any:
@@ -50,7 +77,9 @@ class Checkpointer:
     self._options = ocp.CheckpointManagerOptions(
         best_fn=best_fn, best_mode=best_mode, preservation_policy=policy,
         enable_async_checkpointing=True, create=True)
-    self.manager = ocp.CheckpointManager(self.directory, options=self._options)
+    # The handler is named up front so that item_metadata() works before any save.
+    self.manager = ocp.CheckpointManager(self.directory, options=self._options,
+                                         item_handlers=ocp.StandardCheckpointHandler())
 
   def save(self, step: int, state: Any, metrics: Optional[dict[str, float]] = None) -> None:
     if step in self.manager.all_steps():
@@ -67,13 +96,30 @@ class Checkpointer:
     """Restores the newest readable step onto `target`'s shapes and shardings.
 
     Returns (state, step), or (target, None) when there is nothing to restore. Unreadable
-    steps are reported, moved aside to `checkpoints_corrupt/` and skipped.
+    steps are reported, moved aside to `checkpoints_corrupt/` and skipped. A readable
+    checkpoint whose shapes differ from `target` (the config changed) is a UserError:
+    nothing is moved, the user picks another workdir or the old config.
     """
     abstract = abstract_like(target)
     bad = []
     restored, step = target, None
     for candidate in sorted(self.manager.all_steps(), reverse=True):
       try:
+        saved = self.manager.item_metadata(candidate)
+      except Exception as e:  # Unreadable metadata: treated like unreadable data below.
+        saved, error = None, e
+      else:
+        error = None
+      if saved is not None:
+        mismatch = describe_mismatch(saved, abstract)
+        if mismatch:
+          raise UserError(
+              f'the checkpoint at step {candidate} in {self.directory} does not fit this '
+              f'config: {mismatch}. Use a new --workdir, or the config the run started with '
+              '(its config.json).')
+      try:
+        if error is not None:
+          raise error
         restored = self.manager.restore(candidate, args=ocp.args.StandardRestore(abstract))
         step = candidate
         break

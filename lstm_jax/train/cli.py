@@ -70,8 +70,24 @@ def unknown_field_message(argv: Sequence[str], name: str) -> Optional[str]:
   return None
 
 
+def config_file_first(argv: Sequence[str], name: str = 'config') -> list[str]:
+  """Moves `--NAME=FILE` (or `--NAME FILE`) ahead of the `--NAME.KEY=VALUE` overrides:
+  ml_collections rejects an override seen before its file, launch wrappers add theirs
+  first."""
+  argv = list(argv)
+  for i, a in enumerate(argv[1:], start=1):
+    if a.startswith(f'--{name}='):
+      return [argv[0], a] + argv[1:i] + argv[i + 1:]
+    if a == f'--{name}' and i + 1 < len(argv):
+      return [argv[0], a, argv[i + 1]] + argv[1:i] + argv[i + 2:]
+  return argv
+
+
 def parse_flags(argv: list[str], config_flag: str = 'config') -> list[str]:
   """`flags.FLAGS(argv)`, but every failure is one `error:` line and exit status 2."""
+  argv = config_file_first(argv, config_flag)
+  if sys.argv[1:] and sys.argv[0] == argv[0]:
+    sys.argv[:] = argv  # config_flags reads the order from sys.argv itself.
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:

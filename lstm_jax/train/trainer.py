@@ -14,17 +14,17 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import signal
 import time
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from lstm_jax import parallel
 from lstm_jax.train import checkpoint as checkpoint_lib
@@ -101,7 +101,7 @@ def make_steps(task: Task, tx, schedule, seed: int, mode: str, mesh):
   rep, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
 
   def finish(state, loss, metrics, grads):
-    metrics = {**metrics, 'loss': loss, 'grad_norm': optax_global_norm(grads),
+    metrics = {**metrics, 'loss': loss, 'grad_norm': optax.global_norm(grads),
                'learning_rate': jnp.asarray(schedule(state.step), jnp.float32)}
     return state.apply_gradients(grads, tx), metrics
 
@@ -133,11 +133,6 @@ def make_steps(task: Task, tx, schedule, seed: int, mode: str, mesh):
                    donate_argnums=0)
   evaluate = jax.pmap(peval_step, axis_name=axis, in_axes=(None, 0), out_axes=None)
   return train, evaluate
-
-
-def optax_global_norm(tree) -> jax.Array:
-  import optax
-  return optax.global_norm(tree)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -211,16 +206,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, build_task: BuildTask) 
   to_device = parallel.global_batch if mode == 'mesh' else parallel.pmap_batch
 
   # Check what the task yields against the config before compiling anything.
-  eval_iter = iter(task.eval_batches())
-  first_eval = next(eval_iter, None)
+  first_eval = next(iter(task.eval_batches()), None)
   if first_eval is None:
     raise UserError(f'experiment {config.experiment!r} yielded no eval batches.')
-  for name, b in (('eval', first_eval),):
-    rows = {k: np.shape(v)[0] for k, v in b.items()}
-    bad = {k: r for k, r in rows.items() if r % jax.local_device_count()}
-    if bad:
-      raise ConfigError(f'{name} batches have {bad} rows per process, not divisible by the '
-                        f'{jax.local_device_count()} local devices; change the eval batch size.')
+  rows = {k: np.shape(v)[0] for k, v in first_eval.items()}
+  if any(r % jax.local_device_count() for r in rows.values()):
+    raise ConfigError(f'eval batches have {rows} rows per process, not divisible by the '
+                      f'{jax.local_device_count()} local devices; change the eval batch size.')
 
   tx, schedule = make_optimizer(config.optimizer, config.total_steps)
   rep = parallel.replicated(mesh)

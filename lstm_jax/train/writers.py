@@ -7,7 +7,9 @@ metrics.jsonl has one JSON object per log event:
 its lines of step > s (they belong to steps that will run again), so the file is always the
 curve of one uninterrupted run; `read_metrics` also keeps only the last line per
 (split, step) for files written some other way. TensorBoard gets `purge_step=s + 1`,
-which makes it discard the stale events the same way.
+which makes it discard the stale events the same way. A train line averages the steps
+since the previous one, so after a resume from a step that is not a multiple of
+`log_every` (a SIGTERM save) the first line averages fewer steps than it would have.
 
 Only process 0 writes (`jax.process_index() == 0`); on the others these are no-ops.
 """
