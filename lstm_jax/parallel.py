@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Any, Mapping, Optional
 
 import jax
@@ -53,9 +54,10 @@ def initialize_distributed(mode: str, *, coordinator_address: Optional[str] = No
       process_id=process_id, coordinator_bind_address=coordinator_bind_address,
       heartbeat_timeout_seconds=heartbeat_timeout_seconds,
       initialization_timeout=initialization_timeout)
-  logging.info('jax.distributed: process %d of %d, %d local / %d global devices.',
-               jax.process_index(), jax.process_count(), jax.local_device_count(),
-               jax.device_count())
+  # Every process says so (not only process 0), so a launcher's log shows who took part.
+  print(f'jax.distributed: process {jax.process_index()} of {jax.process_count()}, '
+        f'{jax.local_device_count()} local / {jax.device_count()} global devices',
+        file=sys.stderr, flush=True)
   return True
 
 

@@ -28,7 +28,7 @@ def test_sigterm_and_kill9_then_resume_match_uninterrupted(train_cli, reference_
 
   # kill -9: no chance to save; resumes from the last periodic checkpoint.
   proc = train_cli.start(workdir, *REFERENCE)
-  killed_at = train_cli.wait_for_step(workdir, proc, stopped + 35)
+  killed_at = train_cli.wait_for_step(workdir, proc, stopped + 25)
   proc.kill()
   proc.wait(timeout=30)
   assert killed_at < REFERENCE_STEPS
@@ -68,7 +68,7 @@ def test_corrupt_latest_checkpoint_falls_back(train_cli, reference_losses, tmp_p
   # A readable checkpoint that does not fit the config is the user's call, not corruption.
   proc = train_cli.run(workdir, *REFERENCE, '--config.model.hidden_size=16', check=False)
   assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
-  assert 'does not fit this config: params/lstm' in proc.stderr, proc.stderr
+  assert 'does not fit this config: params/' in proc.stderr, proc.stderr
   assert (ckpts / str(REFERENCE_STEPS)).is_dir()  # Nothing moved.
 
 
