@@ -16,6 +16,8 @@ EXPERIMENTS = {
     'synthetic': 'experiments.synthetic',
     'long_range': 'experiments.long_range',
     'forecasting': 'experiments.forecasting',
+    'chorales': 'experiments.chorales',
+    'speech': 'experiments.speech',
 }
 
 

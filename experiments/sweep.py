@@ -30,6 +30,7 @@ import inspect
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -164,12 +165,12 @@ def run_local(points: Sequence[Point], parallel: int, python: str,
           durations.append(elapsed)
         else:
           failed.append(p)
-        left = eta(durations, len(queue) + len(running), parallel)
+        to_go = len(queue) + len(running)
+        left = eta(durations, to_go, parallel)
         log(f'[{done}/{len(todo)}] {"ok    " if ok else "FAILED"} {name} '
             f'({_format_seconds(elapsed)}{"" if ok else f", exit {rc}"}); '
-            f'{len(running)} running, {len(queue)} queued'
-            + (f', ETA {_format_seconds(left)}' if left is not None and (queue or running)
-               else ''))
+            f'{len(failed)} failed, {to_go} to go'
+            + (f', ETA {_format_seconds(left)}' if left is not None and to_go else ''))
   except KeyboardInterrupt:
     for p, proc, _, f in running.values():
       proc.terminate()  # experiments.main checkpoints on SIGTERM: the rerun resumes.
@@ -217,6 +218,10 @@ def sbatch_script(spec: str, points: Sequence[Point], workdir: Path, parallel: i
                                 python=python, cases='\n'.join(cases))
 
 
+def _raise_interrupt(signum, frame) -> None:
+  raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     sys.exit(f'error: unexpected arguments {argv[1:]}')
@@ -255,6 +260,8 @@ def main(argv: Sequence[str]) -> None:
     return
 
   python = _PYTHON.value or sys.executable
+  # SIGTERM (a scheduler, a `kill`) stops the points like Ctrl-C does: they checkpoint.
+  signal.signal(signal.SIGTERM, _raise_interrupt)
   if _DRY_RUN.value:
     for p in points:
       state = 'finished' if p.finished() else 'todo'

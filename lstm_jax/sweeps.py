@@ -27,17 +27,15 @@ SEED = 'seed'
 def _axes(dicts: Sequence[Mapping[str, Sequence[Any]]],
           kwargs: Mapping[str, Sequence[Any]]) -> list[tuple[str, list[Any]]]:
   """Merges positional dicts and keyword axes; '__' in a keyword stands for '.'."""
-  axes: list[tuple[str, list[Any]]] = []
-  for d in dicts:
-    axes.extend((k, list(v)) for k, v in d.items())
-  axes.extend((k.replace('__', '.'), list(v)) for k, v in kwargs.items())
-  keys = [k for k, _ in axes]
+  raw = [(k, v) for d in dicts for k, v in d.items()]
+  raw += [(k.replace('__', '.'), v) for k, v in kwargs.items()]
+  keys = [k for k, _ in raw]
   if len(set(keys)) != len(keys):
     raise ValueError(f'an axis is given twice: {keys}')
-  for k, values in axes:
-    if isinstance(values, str):
+  for k, values in raw:
+    if isinstance(values, str):  # A string would silently become one point per character.
       raise ValueError(f'axis {k!r} needs a list of values, got the string {values!r}')
-  return axes
+  return [(k, list(v)) for k, v in raw]
 
 
 def product(*dicts: Mapping[str, Sequence[Any]], **axes: Sequence[Any]) -> list[Point]:

@@ -19,7 +19,7 @@ class Task:
   """What an experiment gives the trainer: a model, data, a loss and metrics.
 
   An experiment module exposes `build_task(config) -> Task`; the trainer
-  (`lstm_jax.train.train_and_evaluate`) owns everything else: devices, optimizer, jit,
+  (`lstm_jax.train.run`) owns everything else: devices, optimizer, jit,
   checkpoints, logging. Batches are dicts of NumPy arrays whose leading axis is the batch.
 
   Attributes:

@@ -172,6 +172,7 @@ class _StopFlag:
   def restore(self):
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
+      self._previous = None
 
 
 def _abstract_batch(local: dict, processes: int) -> dict:
@@ -343,6 +344,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, build_task: BuildTask) 
       writer.flush()
 
     drain()
+    ckpt.wait()
+    if stop.flag:  # SIGTERM during the last step: it is saved; the report can wait.
+      progress.message(f'stopped by SIGTERM at the final step {step}; checkpoint saved in '
+                       f'{ckpt.directory}. Run the same command to write the report.')
+      return {'preempted': True, 'step': step}
+    # Training is over and saved: from here on SIGTERM ends the process at once instead of
+    # waiting for the final evaluation and report (which can take minutes).
+    stop.restore()
     if final_eval is None:  # Resumed a finished run: evaluate its final state again.
       final_eval = evaluate(state.params)
     ckpt.wait()

@@ -1,0 +1,95 @@
+"""Speech classification with a (Bi)LSTM and masked pooling (experiments/speech).
+
+    python -m experiments.main --config=configs/speech.py:fsdd --workdir=workdirs/fsdd
+    python -m experiments.main --config=configs/speech.py:japanese_vowels --workdir=workdirs/jv
+
+ARG: 'fsdd' | 'japanese_vowels' | 'kws' (keyword spotting: not implemented yet, see
+docs/speech.md), optionally followed by ':tiny' (a seconds-long run for tests), e.g.
+`--config=configs/speech.py:fsdd:tiny`.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from lstm_jax.train.config import base_config
+
+DATASETS = ('fsdd', 'japanese_vowels', 'kws')
+
+
+def get_config(arg: str = 'fsdd') -> ml_collections.ConfigDict:
+  name, _, size = arg.partition(':')
+  if name not in DATASETS or size not in ('', 'tiny'):
+    raise ValueError(f"ARG must be one of {DATASETS}, optionally with ':tiny'; got {arg!r}.")
+  if name == 'kws':
+    raise ValueError('keyword spotting (kws) is not implemented yet: see docs/speech.md.')
+  c = base_config()
+  c.experiment = 'speech'
+  c.seed = 0
+  c.batch_size = 32
+  c.log_every = 50
+  c.best_metric = 'eval/accuracy'
+  c.best_mode = 'max'
+
+  c.data.name = name
+  c.data.data_dir = ''  # TFDS cache; '' = ~/.cache/lstm_jax/tfds.
+  c.data.test_fraction = 0.2  # FSDD only: no fixed test split ships.
+  c.data.val_fraction = 0.1  # Of the training split: eval during training.
+  c.data.split_seed = 0
+  c.data.eval_batch_size = 200
+  c.data.cmvn = 'global'  # global (fit on train) | utterance | none.
+  c.data.spec_augment = False
+  c.data.freq_masks = 1
+  c.data.freq_width = 2
+  c.data.time_masks = 1
+  c.data.time_width = 5
+  c.data.noise_std = 0.0
+
+  c.model.hidden_size = 64
+  c.model.num_layers = 1
+  c.model.bidirectional = True
+  c.model.proj_size = 0  # LSTMP projection size; 0 = off.
+  c.model.dropout = 0.0
+  c.model.pooling = 'mean'  # last | mean | max | attention.
+  c.model.attention_size = 32
+  c.model.input_dropout = 0.0
+  c.model.head_dropout = 0.0
+  c.model.label_smoothing = 0.0
+
+  c.optimizer.name = 'adamw'
+  c.optimizer.learning_rate = 3e-3
+  c.optimizer.schedule = 'warmup_cosine'
+  c.optimizer.warmup_steps = 100
+  c.optimizer.grad_clip_norm = 1.0
+  c.optimizer.weight_decay = 1e-4
+
+  if name == 'fsdd':
+    c.total_steps = 3000
+    c.eval_every = 500
+    c.checkpoint_every = 1000
+    c.data.spec_augment = True
+    c.model.hidden_size = 64
+    c.model.pooling = 'attention'
+    c.model.head_dropout = 0.2
+  elif name == 'japanese_vowels':
+    c.total_steps = 1500
+    c.eval_every = 250
+    c.checkpoint_every = 500
+    c.data.noise_std = 0.1
+    c.data.val_fraction = 0.1
+    c.model.hidden_size = 64
+    c.model.pooling = 'mean'
+    c.model.head_dropout = 0.2
+
+  if size == 'tiny':
+    c.total_steps = 2
+    c.batch_size = 8
+    c.log_every = 1
+    c.eval_every = 2
+    c.checkpoint_every = 2
+    c.model.hidden_size = 8
+    c.model.attention_size = 4
+    c.data.eval_batch_size = 400
+    c.optimizer.schedule = 'constant'
+    c.optimizer.warmup_steps = 0
+  return c

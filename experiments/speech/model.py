@@ -1,0 +1,60 @@
+"""The sequence classifier: (Bi)LSTM encoder with masking, pooling over time, a linear head.
+
+    model = SpeechClassifier(num_classes=10, hidden_size=64, bidirectional=True,
+                             pooling='attention')
+    logits = model.apply(v, x, seq_lengths=lengths)   # x <float32>[batch, time, features]
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lstm_jax import LSTM
+from lstm_jax import pooling as pooling_lib
+
+
+class SpeechClassifier(nn.Module):
+  """LSTM ('encoder') -> pooling ('pool' for attention) -> dropout -> Dense ('head').
+
+  Attributes:
+    num_classes: output classes.
+    hidden_size, num_layers, bidirectional, proj_size, dropout: of `lstm_jax.LSTM`
+      (proj_size: LSTMP, Sak et al. 2014; None = off; dropout between layers).
+    pooling: 'last' | 'mean' | 'max' | 'attention' (see lstm_jax.pooling).
+    attention_size: width of the attention scorer.
+    input_dropout: dropout on the input features (training only).
+    head_dropout: dropout on the pooled vector (training only).
+  """
+  num_classes: int
+  hidden_size: int = 64
+  num_layers: int = 1
+  bidirectional: bool = True
+  proj_size: Optional[int] = None
+  dropout: float = 0.0
+  pooling: str = 'mean'
+  attention_size: int = 64
+  input_dropout: float = 0.0
+  head_dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, x: jax.Array, seq_lengths: Optional[jax.Array] = None,
+               deterministic: bool = True) -> jax.Array:
+    """x: <float32>[batch, time, features], seq_lengths: <int32>[batch] ->
+    <float32>[batch, num_classes] logits. Steps t >= seq_lengths are never read."""
+    if self.input_dropout:
+      x = nn.Dropout(self.input_dropout, deterministic=deterministic)(x)
+    h, _ = LSTM(hidden_size=self.hidden_size, num_layers=self.num_layers,
+                bidirectional=self.bidirectional, proj_size=self.proj_size,
+                dropout=self.dropout, name='encoder')(x, seq_lengths=seq_lengths,
+                                                      deterministic=deterministic)
+    if self.pooling == 'attention':
+      z, _ = pooling_lib.AttentionPool(self.attention_size, name='pool')(h, seq_lengths)
+    else:
+      z = pooling_lib.pool(h, seq_lengths, self.pooling, 2 if self.bidirectional else 1)
+    if self.head_dropout:
+      z = nn.Dropout(self.head_dropout, deterministic=deterministic)(z)
+    return nn.Dense(self.num_classes, name='head')(z)
