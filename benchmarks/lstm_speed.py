@@ -264,19 +264,33 @@ def others_cpu_now(window_s: float = 0.5) -> Optional[float]:
   return _timed_with_load(lambda: time.sleep(window_s), 1)[1]
 
 
-class QuietWaiter:
-  """Before a timed round, waits (within a total budget) for busy neighbours to calm down."""
+class QuietPolicy:
+  """For a shared machine: re-runs timed rounds that other processes disturbed.
 
-  def __init__(self, budget_s: float, threshold: float = 0.15):
-    self.budget_s, self.threshold, self.waited_s = budget_s, threshold, 0.0
+  A round (every model and mode once) is 'contended' when, during any of its timings,
+  other processes used more than `threshold` of all cores. While the budget lasts, a
+  contended round is discarded (kept in the JSON, flagged) and run again after waiting for
+  a quiet moment; once the budget is spent, rounds are kept as they come. Time spent
+  waiting and in discarded rounds counts against the budget.
+  """
 
-  def __call__(self) -> None:
-    while self.waited_s < self.budget_s:
+  def __init__(self, budget_s: float, threshold: float = 0.2):
+    self.budget_s, self.threshold, self.spent_s, self.discarded = budget_s, threshold, 0.0, 0
+
+  @property
+  def active(self) -> bool:
+    return self.spent_s < self.budget_s
+
+  def wait(self) -> None:
+    while self.active:
       start = time.perf_counter()
       load = others_cpu_now()
-      self.waited_s += time.perf_counter() - start
+      self.spent_s += time.perf_counter() - start
       if load is None or load < self.threshold:
         return
+
+  def contended(self, loads: list[Optional[float]]) -> bool:
+    return any(v is not None and v > self.threshold for v in loads)
 
 
 def _timed_with_load(fn: Callable[[], Any], iters: int) -> tuple[float, Optional[float]]:
@@ -297,8 +311,8 @@ def _timed_with_load(fn: Callable[[], Any], iters: int) -> tuple[float, Optional
 def time_workload(w: Workload, models: tuple[str, ...], modes: tuple[str, ...],
                   repeats: int, target_s: float, min_iters: int, max_iters: int,
                   log: Callable[[str], None],
-                  wait_quiet: Optional[Callable[[], None]] = None) -> dict[str, Any]:
-  """Warm-up (first call = compile for JAX), then `repeats` interleaved timed rounds."""
+                  policy: Optional[QuietPolicy] = None) -> dict[str, Any]:
+  """Warm-up (first call = compile for JAX), then `repeats` kept interleaved timed rounds."""
   benches = {name: BUILDERS[name](w) for name in models}
   entries = [(name, mode) for name in models for mode in modes]
   out: dict[str, Any] = {name: {} for name in models}
@@ -308,29 +322,45 @@ def time_workload(w: Workload, models: tuple[str, ...], modes: tuple[str, ...],
     fn()  # A second warm-up call (allocator, caches), untimed.
     estimate = _timed(fn, 1)
     iters = int(min(max_iters, max(min_iters, math.ceil(target_s / max(estimate, 1e-6)))))
-    out[name][mode] = dict(first_call_s=first, iters=iters, raw_ms=[], others_cpu=[])
+    out[name][mode] = dict(first_call_s=first, iters=iters, raw_ms=[], others_cpu=[],
+                           kept=[])
     log(f'  warm-up {name:8s} {mode:5s}: first call {first:7.3f} s, '
         f'~{estimate * 1e3:8.2f} ms, {iters} iters/repeat')
-  for r in range(repeats):
+  kept, r = 0, 0
+  while kept < repeats:
     k = r % len(entries)
     order = entries[k:] + entries[:k]  # Rotate so no model always runs first or last.
     if r % 2:
       order = order[::-1]
-    if wait_quiet is not None:
-      wait_quiet()
+    r += 1
+    if policy is not None:
+      policy.wait()
+    start, loads = time.perf_counter(), []
     for name, mode in order:
       entry = out[name][mode]
       seconds, others = _timed_with_load(getattr(benches[name], mode), entry['iters'])
       entry['raw_ms'].append(1e3 * seconds)
       entry['others_cpu'].append(others)
+      loads.append(others)
+    keep = not (policy is not None and policy.active and policy.contended(loads))
+    for name, mode in entries:
+      out[name][mode]['kept'].append(keep)
+    if keep:
+      kept += 1
+    else:
+      policy.spent_s += time.perf_counter() - start
+      policy.discarded += 1
+      log(f'  round {r} discarded: other processes used up to '
+          f'{100 * max(v for v in loads if v is not None):.0f}% of the cores')
   for name, mode in entries:
     entry = out[name][mode]
-    raw = entry['raw_ms']
+    raw = [v for v, keep in zip(entry['raw_ms'], entry['kept']) if keep]
     entry['median_ms'] = statistics.median(raw)
     entry['min_ms'], entry['max_ms'] = min(raw), max(raw)
     entry['compile_s'] = (entry['first_call_s'] - entry['median_ms'] / 1e3
                           if name != 'torch' else None)
-    loads = [v for v in entry['others_cpu'] if v is not None]
+    loads = [v for v, keep in zip(entry['others_cpu'], entry['kept'])
+             if keep and v is not None]
     entry['others_cpu_mean'] = statistics.mean(loads) if loads else None
   del benches
   gc.collect()
@@ -560,9 +590,13 @@ def markdown(results: dict[str, Any]) -> str:
            'timings are noisy). "others\' CPU" = mean share of all cores used by OTHER '
            'processes while this row was timed (from /proc/stat; 0% = quiet machine): '
            'torch\'s OpenMP threads slow down far more than XLA\'s when it is high.'
-           + (f' Waited {results["waited_for_quiet_s"]:.0f} s (budget '
-              f'{results["args"]["wait_quiet_budget_s"]:.0f} s) for quiet moments.'
-              if results['args']['wait_quiet_budget_s'] else ''), '']
+           + (' Rounds disturbed by other processes (> {:.0f}% of the cores) were re-run '
+              'while a {:.0f} s budget lasted: {} discarded, {:.0f} s spent.'.format(
+                  100 * results['quiet_policy']['threshold'],
+                  results['quiet_policy']['budget_s'],
+                  results['quiet_policy']['discarded_rounds'],
+                  results['quiet_policy']['spent_s'])
+              if results['quiet_policy']['budget_s'] else ''), '']
   titles = {'train': 'Training step (forward + loss + backward + Adam)',
             'infer': 'Inference (forward only)'}
   for mode in results['args']['modes']:
@@ -650,10 +684,10 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                       help='memory: only XLA analysis, no measured-RSS subprocesses')
   parser.add_argument('--memory-lengths', type=lambda s: tuple(int(v) for v in s.split(',')),
                       help='comma-separated T for the memory section (default 1000,5000)')
-  parser.add_argument('--wait-quiet', type=float, default=0.0, metavar='SECONDS',
-                      help='shared machine: before each timed round wait until other '
-                      'processes use < 15%% of the cores, spending at most SECONDS in all '
-                      '(default 0: never wait)')
+  parser.add_argument('--quiet-budget', type=float, default=None, metavar='SECONDS',
+                      help='shared machine: wait for quiet moments and re-run rounds during '
+                      'which other processes used > 20%% of the cores, spending at most '
+                      'SECONDS on that in the whole run (default 180; quick 0; 0 = off)')
   parser.add_argument('--out', help='write the JSON results here')
   parser.add_argument('--md', help='write the markdown tables here too')
   parser.add_argument('--_rss-worker', dest='rss_worker', help=argparse.SUPPRESS)
@@ -687,15 +721,16 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
       environment=environment(), loadavg_before=_loadavg(),
       args=dict(quick=args.quick, models=list(models), modes=list(modes), repeats=repeats,
                 target_ms=target_s * 1e3, min_iters=min_iters, max_iters=max_iters,
-                wait_quiet_budget_s=args.wait_quiet, loss='mean(outputs ** 2)', optimizer='Adam lr=1e-3 (optax.adam; torch fused)',
+                loss='mean(outputs ** 2)', optimizer='Adam lr=1e-3 (optax.adam; torch fused)',
                 torch_adam_fused=True),
       workloads=[], memory=[])
   log(f'environment: {json.dumps(results["environment"])}')
-  waiter = QuietWaiter(args.wait_quiet)
+  policy = QuietPolicy(args.quiet_budget if args.quiet_budget is not None
+                       else (0.0 if args.quick else 180.0))
   for w in () if args.memory_only else workloads:
     log(f'workload {w.name} ({w.forward_flop / 1e9:.2f} GFLOP forward)')
     timings = time_workload(w, models, modes, repeats, target_s, min_iters, max_iters, log,
-                            waiter if args.wait_quiet > 0 else None)
+                            policy if policy.budget_s > 0 else None)
     item = dict(workload=w._asdict(), forward_gflop=w.forward_flop / 1e9, timings=timings,
                 speedup=speedups(timings))
     results['workloads'].append(item)
@@ -708,7 +743,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     results['memory'] = memory_section(lengths, models, not args.no_rss, log, memory_shape,
                                        QUICK_RSS_CASES if args.quick else None)
   results['loadavg_after'] = _loadavg()
-  results['waited_for_quiet_s'] = waiter.waited_s
+  results['quiet_policy'] = dict(budget_s=policy.budget_s, threshold=policy.threshold,
+                                 spent_s=policy.spent_s, discarded_rounds=policy.discarded)
   results['wall_s'] = time.perf_counter() - start
   text = markdown(results)
   print(text, end="")

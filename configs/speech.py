@@ -3,8 +3,8 @@
     python -m experiments.main --config=configs/speech.py:fsdd --workdir=workdirs/fsdd
     python -m experiments.main --config=configs/speech.py:japanese_vowels --workdir=workdirs/jv
 
-ARG: 'fsdd' | 'japanese_vowels' | 'kws' (keyword spotting: not implemented yet, see
-docs/speech.md), optionally followed by ':tiny' (a seconds-long run for tests), e.g.
+ARG: 'fsdd' | 'japanese_vowels' | 'kws' (keyword spotting on espeak-ng audio; needs the
+Debian package espeak-ng; the first run synthesizes the corpus, a few minutes), optionally followed by ':tiny' (a seconds-long run for tests), e.g.
 `--config=configs/speech.py:fsdd:tiny`.
 """
 
@@ -21,8 +21,6 @@ def get_config(arg: str = 'fsdd') -> ml_collections.ConfigDict:
   name, _, size = arg.partition(':')
   if name not in DATASETS or size not in ('', 'tiny'):
     raise ValueError(f"ARG must be one of {DATASETS}, optionally with ':tiny'; got {arg!r}.")
-  if name == 'kws':
-    raise ValueError('keyword spotting (kws) is not implemented yet: see docs/speech.md.')
   c = base_config()
   c.experiment = 'speech'
   c.seed = 0
@@ -38,6 +36,7 @@ def get_config(arg: str = 'fsdd') -> ml_collections.ConfigDict:
   c.data.split_seed = 0
   c.data.eval_batch_size = 200
   c.data.cmvn = 'global'  # global (fit on train) | utterance | none.
+  c.data.deltas = 0  # Append this many orders of delta features (5-frame window).
   c.data.spec_augment = False
   c.data.freq_masks = 1
   c.data.freq_width = 2
@@ -79,6 +78,19 @@ def get_config(arg: str = 'fsdd') -> ml_collections.ConfigDict:
     c.data.val_fraction = 0.1
     c.model.hidden_size = 64
     c.model.pooling = 'mean'
+    c.model.head_dropout = 0.2
+  elif name == 'kws':
+    c.total_steps = 2000
+    c.eval_every = 500
+    c.checkpoint_every = 1000
+    c.data.val_fraction = 0.1
+    c.data.spec_augment = True
+    c.data.freq_masks = 2
+    c.data.freq_width = 6
+    c.data.time_masks = 2
+    c.data.time_width = 10
+    c.model.hidden_size = 64
+    c.model.pooling = 'attention'
     c.model.head_dropout = 0.2
 
   if size == 'tiny':

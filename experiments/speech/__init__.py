@@ -18,7 +18,8 @@ val and test and writes into the workdir:
 Config fields read here (configs/speech.py):
   data.name ('fsdd' | 'japanese_vowels'), data.data_dir ('' = ~/.cache/lstm_jax/tfds),
   data.test_fraction (FSDD), data.val_fraction, data.split_seed, data.eval_batch_size,
-  data.cmvn ('global' | 'utterance' | 'none'), data.spec_augment (bool),
+  data.cmvn ('global' | 'utterance' | 'none'), data.deltas (0 | 1 | 2: orders of delta
+  features appended, 5-frame window), data.spec_augment (bool),
   data.freq_masks, data.freq_width, data.time_masks, data.time_width, data.noise_std.
   model.*: the `SpeechClassifier` fields; model.label_smoothing.
 """
@@ -64,6 +65,9 @@ def prepare(config: ml_collections.ConfigDict) -> dict:
   d = config.data
   corpus = sdata.load_corpus(d.name, d.data_dir)
   splits = sdata.make_splits(corpus, d.test_fraction, d.val_fraction, d.split_seed)
+  if d.deltas:  # Append delta (and delta-delta) features, computed per utterance.
+    splits = {k: ([feats.deltas(s, d.deltas, width=5) for s in seqs], y, i)
+              for k, (seqs, y, i) in splits.items()}
   max_len = max(len(s) for seqs, _, _ in splits.values() for s in seqs)
   if d.cmvn == 'global':
     stats = feats.fit_global_cmvn(splits['train'][0])  # Training split only.

