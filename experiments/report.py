@@ -16,7 +16,9 @@ eval metrics) and metrics.jsonl (speed, curves). Writes to --out (default DIR):
   plots/<metric>_vs_<key>.png  the final metric against each swept key's values (mean ±
                                std over seeds; one series per setting of the other keys).
 
---baseline=KEY=VALUE adds a column: the change of the config's best_metric against that
+The config's best_metric (e.g. eval/loss) also gets a column best_<metric>: its best value
+over each run's eval curve (early stopping on the eval set), read from metrics.jsonl.
+--baseline=KEY=VALUE adds columns: the change of best_metric and best_<metric> against that
 setting (difference of means) and the two-sided p-value of Welch's t-test over seeds.
 
 A metric's direction: --minimize/--maximize if named there, else the config's best_mode
@@ -105,6 +107,19 @@ def discover(sweep_dir: Path) -> list[tuple[str, dict[str, Any]]]:
   keys = sorted({k for c in configs.values() for k in c})
   varying = [k for k in keys if len({repr(c.get(k)) for c in configs.values()}) > 1]
   return [(name, {k: c.get(k) for k in varying}) for name, c in configs.items()]
+
+
+def add_best_of_curve(runs: Sequence[Run], metric: str, mode: str) -> bool:
+  """Adds final['best_<metric>'] = the best eval value over each run's curve (early
+  stopping on the eval set, as Greff et al. select by validation); True if any had one."""
+  added = False
+  for r in runs:
+    vals = [float(c['metrics'][metric]) for c in r.curves if c.get('split') == 'eval'
+            and c['metrics'].get(metric) is not None and math.isfinite(c['metrics'][metric])]
+    if vals and r.final is not None:
+      r.final[f'best_{metric}'] = min(vals) if mode == 'min' else max(vals)
+      added = True
+  return added
 
 
 def load_runs(sweep_dir: Path) -> list[Run]:
@@ -231,12 +246,12 @@ def _speed(run: Run) -> Optional[float]:
 
 
 def tables(rows: Sequence[Row], keys: Sequence[str], metrics: Sequence[str],
-           modes: dict[str, str], delta: Optional[tuple[str, dict[int, str]]] = None
+           modes: dict[str, str], delta: Optional[list[tuple[str, dict[int, str]]]] = None
            ) -> tuple[str, str]:
-  """(markdown, csv) of the rows; `delta` = (header, row -> text) adds a column."""
+  """(markdown, csv) of the rows; each (header, row -> text) of `delta` adds a column."""
   best = {m: best_rows(rows, m, modes[m]) for m in metrics}
   header = [*keys, 'n'] + [f'{m} ({"↓" if modes[m] == "min" else "↑"})' for m in metrics] + \
-      ([delta[0]] if delta else []) + ['steps/s']
+      [h for h, _ in delta or []] + ['steps/s']
   md = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
   buf = io.StringIO()
   writer = csv.writer(buf)
@@ -257,7 +272,7 @@ def tables(rows: Sequence[Row], keys: Sequence[str], metrics: Sequence[str],
       cells.append(f'**{text}** ★' if i in best[m] else text)
       csv_cells += [repr(mean), repr(std), str(i in best[m])]
     values = [str(v) for v in row.setting]
-    extra = [delta[1].get(i, '—')] if delta else []
+    extra = [d.get(i, '—') for _, d in delta or []]
     md.append('| ' + ' | '.join([*values, f'{n}/{len(row.runs)}', *cells, *extra,
                                  f'{speed:.0f}' if speed else '—']) + ' |')
     writer.writerow([*values, n, *csv_cells, '' if speed is None else f'{speed:.1f}'])
@@ -278,23 +293,26 @@ def plot(rows: Sequence[Row], keys: Sequence[str], metrics: Sequence[str], out: 
   written = []
   cmap = plt.get_cmap('tab10' if len(rows) <= 10 else 'tab20')
   for m in metrics:
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for i, row in enumerate(rows):
+    has_curve = any(c.get('split') == 'eval' and m in c['metrics']
+                    for row in rows for r in row.runs for c in r.curves)
+    fig, ax = plt.subplots(figsize=(8, 5)) if has_curve else (None, None)
+    for i, row in enumerate(rows if has_curve else ()):  # best_<metric>: no curve of its own.
       for j, run in enumerate(row.runs):
         pts = [(r['step'], r['metrics'][m]) for r in run.curves
                if r.get('split') == 'eval' and r['metrics'].get(m) is not None]
         if pts:
           ax.plot(*zip(*pts), color=cmap(i % cmap.N), alpha=0.8, lw=1,
                   label=_label(row.setting, keys) if j == 0 else None)
-    ax.set_xlabel('step')
-    ax.set_ylabel(f'eval/{m}')
-    ax.set_title(f'Learning curves: eval/{m} (one line per seed)')
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    path = out / f'curves_{m}.png'
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+    if has_curve:
+      ax.set_xlabel('step')
+      ax.set_ylabel(f'eval/{m}')
+      ax.set_title(f'Learning curves: eval/{m} (one line per seed)')
+      ax.legend(fontsize=7, ncol=2)
+      fig.tight_layout()
+      path = out / f'curves_{m}.png'
+      fig.savefig(path, dpi=110)
+      plt.close(fig)
+      written.append(path)
     for k_index, key in enumerate(keys):
       values = list(dict.fromkeys(repr(r.setting[k_index]) for r in rows))
       labels = {repr(r.setting[k_index]): str(r.setting[k_index]) for r in rows}
@@ -336,18 +354,24 @@ def make_report(sweep_dir: Path, out: Optional[Path] = None,
   if metrics is None:
     metrics = sorted({m for r in finished for m in r.final if m != 'step'})
   keys = group_keys(runs)
+  main_metric = next((r.config['best_metric'].removeprefix('eval/') for r in runs
+                      if r.config.get('best_metric')), metrics[0] if metrics else 'loss')
+  main_mode = direction(main_metric, runs, minimize, maximize)
+  if add_best_of_curve(finished, main_metric, main_mode) and f'best_{main_metric}' not in metrics:
+    metrics = [*metrics, f'best_{main_metric}']
   modes = {m: direction(m, runs, minimize, maximize) for m in metrics}
+  modes[f'best_{main_metric}'] = main_mode
   rows = aggregate(runs, keys, metrics)
   delta = None
   if baseline:
-    main_metric = next((r.config['best_metric'].removeprefix('eval/') for r in runs
-                        if r.config.get('best_metric')), metrics[0])
-    delta = (f'Δ {main_metric} vs {baseline} (Welch p)',
-             deltas(rows, keys, main_metric, baseline))
+    delta_columns = [m for m in (main_metric, f'best_{main_metric}') if m in metrics]
+    delta = [(f'Δ {m} vs {baseline} (Welch p)', deltas(rows, keys, m, baseline))
+             for m in delta_columns]
   md, table_csv = tables(rows, keys, metrics, modes, delta)
   missing = [r for r in runs if not r.final]
   lines = [f'Sweep `{sweep_dir}`: {len(finished)}/{len(runs)} points finished; metrics are '
-           'final eval values, mean ± std over seeds (★ = best mean).', '', md]
+           'final eval values (best_*: the best value of the eval curve), mean ± std over '
+           'seeds (★ = best mean).', '', md]
   if missing:
     lines += ['Not finished (no report.json): '
               + ', '.join(f'`{r.name}` (log: {r.workdir / "log.txt"})' for r in missing), '']

@@ -45,14 +45,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 _CONFIG = flags.DEFINE_string('config', None, 'Config file with a sweep(), FILE.py[:ARG].')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Sweep directory: one sub-workdir per point.')
-_PARALLEL = flags.DEFINE_integer('parallel', 1, 'Points run at once (locally), or the array '
-                                 'throttle %N with --slurm (0 = no throttle there).')
+_PARALLEL = flags.DEFINE_integer('parallel', None, 'Points run at once: locally (default 1), '
+                                 'or the array throttle %N with --slurm (default: none).')
 _SLURM = flags.DEFINE_bool('slurm', False, 'Write DIR/sweep.sbatch (a job array, one task per '
                            'unfinished point) and submit it with sbatch.')
 _DRY_RUN = flags.DEFINE_bool('dry_run', False, 'Print the commands (with --slurm: write '
                              'the sbatch file) without running anything.')
 _SET = flags.DEFINE_multi_string('set', [], 'KEY=VALUE override for every point (e.g. '
-                                 '--set=total_steps=50); not part of the point names.')
+                                 '--set=total_steps=50), after the point\'s own; not part of the point names.')
 _PYTHON = flags.DEFINE_string('python', None, 'Interpreter for the points (default: this one; '
                               'with --slurm: $PYTHON or .venv/bin/python on the node).')
 
@@ -227,8 +227,9 @@ def main(argv: Sequence[str]) -> None:
     sys.exit(f'error: unexpected arguments {argv[1:]}')
   if not _CONFIG.value or not _WORKDIR.value:
     sys.exit('error: --config=FILE.py[:ARG] and --workdir=DIR are required (see --help).')
-  if _PARALLEL.value < 0 or (_PARALLEL.value == 0 and not _SLURM.value):
-    sys.exit('error: --parallel must be >= 1 (>= 0 with --slurm).')
+  parallel = _PARALLEL.value if _PARALLEL.value is not None else (0 if _SLURM.value else 1)
+  if parallel < 0 or (parallel == 0 and not _SLURM.value):
+    sys.exit('error: --parallel must be >= 1.')
   for e in _SET.value:
     if '=' not in e:
       sys.exit(f'error: --set needs KEY=VALUE, got {e!r}')
@@ -247,7 +248,7 @@ def main(argv: Sequence[str]) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     write_manifest(workdir, _CONFIG.value, points)
     script = workdir / 'sweep.sbatch'
-    script.write_text(sbatch_script(_CONFIG.value, todo, workdir, _PARALLEL.value,
+    script.write_text(sbatch_script(_CONFIG.value, todo, workdir, parallel,
                                     _PYTHON.value or '.venv/bin/python'))
     print(f'sweep: {len(points)} points, {len(points) - len(todo)} finished; wrote {script} '
           f'({len(todo)} array tasks)')
@@ -269,7 +270,7 @@ def main(argv: Sequence[str]) -> None:
     return
   write_manifest(workdir, _CONFIG.value, points)
   start = time.time()
-  failed = run_local(points, _PARALLEL.value, python)
+  failed = run_local(points, parallel, python)
   print(f'sweep: done in {_format_seconds(time.time() - start)}; '
         f'{len(points) - len(failed)}/{len(points)} points finished.')
   if failed:

@@ -97,7 +97,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 def _run_sweep(tmp_path, config, workdir, *extra):
   return subprocess.run([sys.executable, '-m', 'experiments.sweep', f'--config={config}',
-                         f'--workdir={workdir}', '--parallel=2', '--set=total_steps=3',
+                         f'--workdir={workdir}', '--parallel=3', '--set=total_steps=3',
                          '--set=eval_every=3', *extra], cwd=REPO, env=_env(tmp_path),
                         capture_output=True, text=True, timeout=300)
 
@@ -143,7 +143,7 @@ def test_slurm_dry_run_writes_array_script(tmp_path):
   out = _run_sweep(tmp_path, config, tmp_path / 's', '--slurm', '--dry_run')
   assert out.returncode == 0, out.stderr
   script = (tmp_path / 's' / 'sweep.sbatch').read_text()
-  assert '#SBATCH --array=0-1%2' in script and '#SBATCH --requeue' in script
+  assert '#SBATCH --array=0-1%3' in script and '#SBATCH --requeue' in script
   assert "--workdir=" in script and 'seed=1' in script
   assert subprocess.run(['bash', '-n', str(tmp_path / 's' / 'sweep.sbatch')]).returncode == 0
   assert not (tmp_path / 's' / 'seed=0').exists()  # Nothing ran.
@@ -177,8 +177,9 @@ def test_report_table_on_known_numbers(tmp_path):
   _fake_sweep(tmp_path / 'sw')
   text = report.make_report(tmp_path / 'sw', out=tmp_path / 'out')
   # A: loss mean 2, sample std sqrt(2) = 1.4; accuracy 0.6 ± 0.14. B: one seed.
-  assert '| A | 2/2 | 0.6 ± 0.14 | 2 ± 1.4 | 10 |' in text
-  assert '| B | 1/2 | **0.9 ± 0** ★ | **0.5 ± 0** ★ | 10 |' in text  # acc max, loss min.
+  # best_loss = the lowest eval loss of each curve (loss + 1/step at steps 1, 2).
+  assert '| A | 2/2 | 0.6 ± 0.14 | 2 ± 1.4 | 2.5 ± 1.4 | 10 |' in text
+  assert '| B | 1/2 | **0.9 ± 0** ★ | **0.5 ± 0** ★ | **1 ± 0** ★ | 10 |' in text
   assert 'accuracy (↑)' in text and 'loss (↓)' in text
   rows = list(csv.DictReader(open(tmp_path / 'out' / 'report.csv')))
   assert rows[0]['model.variant'] == 'A' and float(rows[0]['loss_mean']) == 2.0
@@ -192,5 +193,5 @@ def test_report_table_on_known_numbers(tmp_path):
   # --baseline: B's change of the best_metric (loss) against A; one seed, so no p-value.
   based = report.make_report(tmp_path / 'sw', out=tmp_path / 'o3', plots=False,
                              baseline='model.variant=A')
-  assert '| B | 1/2 | **0.9 ± 0** ★ | **0.5 ± 0** ★ | -1.5 | 10 |' in based
-  assert '| A | 2/2 | 0.6 ± 0.14 | 2 ± 1.4 | baseline | 10 |' in based
+  assert '| B | 1/2 | **0.9 ± 0** ★ | **0.5 ± 0** ★ | **1 ± 0** ★ | -1.5 | -1.5 | 10 |' in based
+  assert '| A | 2/2 | 0.6 ± 0.14 | 2 ± 1.4 | 2.5 ± 1.4 | baseline | baseline | 10 |' in based
