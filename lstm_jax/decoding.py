@@ -152,7 +152,7 @@ def beam_search(step_fn: StepFn, init_state: Any, bos_id: int, eos_id: int, max_
     step_logp = step_logp.reshape(batch, k, vocab).astype(jnp.float32)
     # A finished beam proposes only itself + pad, at zero cost.
     pad_only = jnp.where(jnp.arange(vocab) == pad_id, 0.0, NEG_INF)
-    step_logp = jnp.where(finished[..., None], pad_only, step_logp)
+    pass
     cand_logp = (logp[..., None] + step_logp).reshape(batch, k * vocab)
     cand_len = jnp.where(finished, lengths, t + 1)
     cand_len = jnp.broadcast_to(cand_len[..., None], (batch, k, vocab)).reshape(batch, -1)

@@ -9,13 +9,14 @@ import pytest
 
 from lstm_jax.attention import BahdanauAttention, LuongAttention
 
-BATCH, TIME, Q, K = 4, 6, 5, 5
+BATCH, TIME, K = 4, 6, 5
+Q = {'dot': K, 'general': 3, 'bahdanau': 3}  # dot needs q == k.
 LENGTHS = np.array([6, 3, 1, 0])  # The last row is fully masked.
 
 
-def inputs(seed: int = 0, nan_padding: bool = True):
+def inputs(seed: int = 0, nan_padding: bool = True, q: int = K):
   rng = np.random.default_rng(seed)
-  query = rng.normal(size=(BATCH, Q)).astype(np.float32)
+  query = rng.normal(size=(BATCH, q)).astype(np.float32)
   keys = rng.normal(size=(BATCH, TIME, K)).astype(np.float32)
   mask = np.arange(TIME)[None] < LENGTHS[:, None]
   if nan_padding:  # Whatever sits in the padding must not matter.
@@ -55,7 +56,7 @@ MODULES = {'dot': LuongAttention(kind='dot'), 'general': LuongAttention(kind='ge
 @pytest.mark.parametrize('kind', list(MODULES))
 def test_matches_numpy_reference(kind):
   module = MODULES[kind]
-  query, keys, mask = inputs()
+  query, keys, mask = inputs(q=Q[kind])
   variables = module.init(jax.random.key(1), query, keys, mask)
   context, weights = jax.jit(module.apply)(variables, query, keys, mask)
   assert context.shape == (BATCH, K) and weights.shape == (BATCH, TIME)
@@ -77,7 +78,7 @@ def test_matches_numpy_reference(kind):
 @pytest.mark.parametrize('kind', list(MODULES))
 def test_gradients_finite(kind):
   module = MODULES[kind]
-  query, keys, mask = inputs()
+  query, keys, mask = inputs(q=Q[kind])
   variables = module.init(jax.random.key(2), query, keys, mask)
 
   @jax.jit
@@ -98,7 +99,7 @@ def test_gradients_finite(kind):
 
 def test_bahdanau_precomputed_keys_and_separate_values():
   module = BahdanauAttention(units=7)
-  query, keys, mask = inputs(3, nan_padding=False)
+  query, keys, mask = inputs(3, nan_padding=False, q=3)
   values = jax.random.normal(jax.random.key(4), (BATCH, TIME, 3))
   variables = module.init(jax.random.key(5), query, keys, mask)
 
