@@ -9,7 +9,20 @@ search, batch * beam_size). `log_probs` should be normalised (log-softmax): scor
 sums of them. Decoding starts by feeding `bos_id`; a hypothesis ends at its first
 `eos_id` (included in the output and in its length) or after `max_len` tokens. Positions
 past the end hold `pad_id`. Neither function is jitted itself: jit the caller, closing
-over `step_fn` and passing parameters as arguments.
+over `step_fn` and passing parameters as arguments:
+
+    @jax.jit
+    def translate(params, state):
+      step_fn = lambda tokens, s: decoder_step(params, tokens, s)
+      return beam_search(step_fn, state, BOS, EOS, max_len=50, beam_size=5,
+                         length_penalty=0.6)
+
+An `LSTM` state is stacked on a leading [layers * directions] axis: swap it behind the
+batch axis for the decoding state (`jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), s)`)
+and back inside `step_fn`. Beam search orders rows batch-major (row b * beam_size + j is
+beam j of example b), so per-example constants (encoder outputs, source mask) need not
+travel in the state, which is gathered every step: close over them pre-tiled with
+`jnp.repeat(x, beam_size, axis=0)`.
 
 Tiny worked example (a fixed bigram table; tokens 0 = EOS/pad, 1 = A, 2 = B, 3 = BOS):
 
@@ -62,6 +75,8 @@ def greedy_search(step_fn: StepFn, init_state: Any, bos_id: int, eos_id: int,
     <int32>[batch, max_len]: each sequence up to and including its first EOS, then pad.
     Example: with eos 0 and pad 0, `[[5, 7, 0, 0]]` is "5 7 EOS" in max_len 4.
   """
+  if max_len < 1:
+    raise ValueError(f'max_len must be >= 1, got {max_len}.')
   batch = batch_size_of(init_state)
 
   def cond(carry):
@@ -137,6 +152,8 @@ def beam_search(step_fn: StepFn, init_state: Any, bos_id: int, eos_id: int, max_
   Returns:
     BeamSearchOutput, beams sorted best-first by score.
   """
+  if beam_size < 1 or max_len < 1:
+    raise ValueError(f'beam_size and max_len must be >= 1, got {beam_size} and {max_len}.')
   batch = batch_size_of(init_state)
   k = beam_size
   rows = jnp.arange(batch)[:, None]
@@ -152,7 +169,7 @@ def beam_search(step_fn: StepFn, init_state: Any, bos_id: int, eos_id: int, max_
     step_logp = step_logp.reshape(batch, k, vocab).astype(jnp.float32)
     # A finished beam proposes only itself + pad, at zero cost.
     pad_only = jnp.where(jnp.arange(vocab) == pad_id, 0.0, NEG_INF)
-    pass
+    step_logp = jnp.where(finished[..., None], pad_only, step_logp)
     cand_logp = (logp[..., None] + step_logp).reshape(batch, k * vocab)
     cand_len = jnp.where(finished, lengths, t + 1)
     cand_len = jnp.broadcast_to(cand_len[..., None], (batch, k, vocab)).reshape(batch, -1)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from lstm_jax import LSTM, LSTMState
+from lstm_jax.attention import LuongAttention
 from lstm_jax.decoding import beam_search, gnmt_length_penalty, greedy_search
 
 PAD = EOS = 0
@@ -125,9 +126,10 @@ def hashed_step(table: np.ndarray):
   return step
 
 
-def brute_force(table: np.ndarray, alpha: float) -> tuple[float, tuple[int, ...]]:
-  """The best score over every sequence ending at its first EOS or at MAX_LEN tokens."""
-  best = (-np.inf, ())
+def brute_force(table: np.ndarray, alpha: float) -> list[tuple[float, tuple[int, ...]]]:
+  """(score, sequence), best first, for every sequence that ends at its first EOS or at
+  MAX_LEN tokens."""
+  hypotheses = []
   for n in range(1, MAX_LEN + 1):
     for seq in itertools.product(range(VOCAB), repeat=n):
       if EOS in seq[:-1] or (n < MAX_LEN and seq[-1] != EOS):
@@ -137,8 +139,8 @@ def brute_force(table: np.ndarray, alpha: float) -> tuple[float, tuple[int, ...]
         h = (h * 31 + tok + 1) % STATES
         logp += table[h, y]
         tok = y
-      best = max(best, (logp / ((5 + n) / 6) ** alpha, seq))
-  return best
+      hypotheses.append((logp / ((5 + n) / 6) ** alpha, seq))
+  return sorted(hypotheses, key=lambda x: -x[0])
 
 
 @pytest.mark.parametrize('alpha', [0.0, 0.6, 2.0])
@@ -148,13 +150,19 @@ def test_beam_search_matches_brute_force(alpha):
                                                 beam_size=32, length_penalty=alpha))
   for table in [hashed_table(seed) for seed in range(3)]:
     out = decode(jnp.asarray(table), jnp.zeros((1,), jnp.int32))
-    score, seq = brute_force(table, alpha)
-    np.testing.assert_allclose(out.scores[0, 0], score, rtol=1e-5)
-    n = int(out.lengths[0, 0])
-    assert tuple(np.asarray(out.sequences[0, 0, :n])) == seq
-    np.testing.assert_allclose(
-        out.scores[0], out.log_probs[0] / np.asarray(gnmt_length_penalty(out.lengths[0], alpha)),
-        rtol=1e-6)
+    hypotheses = brute_force(table, alpha)
+    assert len(hypotheses) == 31
+    # The best one, and in fact every hypothesis in order (this checks the state
+    # gathering: a beam fed another beam's state would score wrongly).
+    np.testing.assert_allclose(out.scores[0, 0], hypotheses[0][0], rtol=1e-5)
+    np.testing.assert_allclose(out.scores[0, :31], [h[0] for h in hypotheses], rtol=1e-5)
+    assert out.scores[0, 31] == -np.inf
+    for b, (_, seq) in enumerate(hypotheses):
+      n = int(out.lengths[0, b])
+      assert tuple(np.asarray(out.sequences[0, b, :n])) == seq
+      assert np.all(np.asarray(out.sequences[0, b, n:]) == PAD)
+    penalty = np.asarray(gnmt_length_penalty(out.lengths[0], alpha))
+    np.testing.assert_allclose(out.scores[0], out.log_probs[0] / penalty, rtol=1e-6)
 
 
 def test_small_beam_batched_and_sorted():
@@ -177,3 +185,51 @@ def test_gnmt_length_penalty():
   np.testing.assert_allclose(gnmt_length_penalty(jnp.array([1, 7]), 0.6),
                              [1.0, 2.0 ** 0.6], rtol=1e-6)
   np.testing.assert_allclose(gnmt_length_penalty(jnp.array([3]), 0.0), [1.0])
+
+
+# --- the seq2seq pattern: an attention decoder over a closed-over, pre-tiled memory -----
+
+class TinyAttentionDecoder(nn.Module):
+  """LSTM decoder with Luong attention and input feeding (Luong et al. 2015, sec. 3.3)."""
+  vocab: int = 6
+  hidden: int = 8
+
+  @nn.compact
+  def __call__(self, tokens, state, memory, mask):
+    h, c, feed = state
+    x = jnp.concatenate([nn.Embed(self.vocab, 4)(tokens), feed], -1)
+    y, layered = LSTM(hidden_size=self.hidden).step(x, LSTMState(h=h[None], c=c[None]))
+    context, _ = LuongAttention(kind='general')(y, memory, mask)
+    feed = jnp.tanh(nn.Dense(self.hidden, use_bias=False)(jnp.concatenate([context, y], -1)))
+    log_probs = jax.nn.log_softmax(3 * nn.Dense(self.vocab)(feed))
+    return log_probs, (layered.h[0], layered.c[0], feed)
+
+
+def test_attention_decoder_batched_equals_one_at_a_time():
+  batch, src_len, beam, max_len, bos = 3, 5, 3, 6, 5
+  memory = jax.random.normal(jax.random.key(0), (batch, src_len, 8))
+  mask = jnp.arange(src_len)[None] < jnp.array([5, 2, 4])[:, None]
+  model = TinyAttentionDecoder()
+  zeros = (jnp.zeros((batch, 8)),) * 3
+  variables = model.init(jax.random.key(1), jnp.zeros((batch,), jnp.int32), zeros, memory,
+                         mask)
+
+  @jax.jit
+  def decode(variables, memory, mask):
+    n = memory.shape[0]
+    state = (jnp.tanh(memory.sum(1)), jnp.zeros((n, 8)), jnp.zeros((n, 8)))
+    tiled = [jnp.repeat(a, beam, axis=0) for a in (memory, mask)]  # Batch-major rows.
+    beam_step = lambda tok, s: model.apply(variables, tok, s, *tiled)
+    greedy_step = lambda tok, s: model.apply(variables, tok, s, memory, mask)
+    return (beam_search(beam_step, state, bos, EOS, max_len, beam, length_penalty=0.6),
+            greedy_search(greedy_step, state, bos, EOS, max_len))
+
+  out, greedy = decode(variables, memory, mask)
+  assert out.sequences.shape == (batch, beam, max_len)
+  assert np.all(np.isfinite(out.scores))
+  assert greedy.shape == (batch, max_len)
+  assert len({tuple(s) for s in np.asarray(out.sequences[:, 0])}) > 1  # Inputs matter.
+  for b in range(batch):
+    alone, _ = decode(variables, memory[b:b + 1], mask[b:b + 1])
+    np.testing.assert_array_equal(alone.sequences[0], out.sequences[b])
+    np.testing.assert_allclose(alone.scores[0], out.scores[b], rtol=1e-5, atol=1e-6)
