@@ -1,7 +1,8 @@
 """Speed and memory of `lstm_jax.LSTM` against `torch.nn.LSTM` and flax's LSTM, on CPU.
 
     .venv/bin/python -m benchmarks.lstm_speed [--quick] [--workloads B,T,I,H,L ...]
-        [--repeats N] [--out results.json] [--md results.md] [--no-memory]
+        [--repeats N] [--out results.json] [--md results.md] [--no-memory | --memory-only]
+        [--models torch,lstm_jax,flax] [--modes train,infer] [--quiet-budget SECONDS]
 
 What is timed, per workload (batch B, time T, input I, hidden H, layers L), all in one
 process with the repeats interleaved (each repeat runs every model and mode in a rotated
@@ -33,6 +34,12 @@ Peak memory of a training step (B=16, I=32, H=128, L=1, T in 1000 and 5000), two
   the RSS just before it. With glibc's default malloc, buffers >= the mmap threshold are
   returned to the OS after each step, so 'steady' sees them again; smaller ones may stay
   in the heap and then show in 'first step' only.
+
+Shared machines: every timing records the share of the cores that OTHER processes used
+meanwhile (/proc/stat minus this process). torch's OpenMP threads suffer far more than
+XLA's from a busy neighbour (10-50x slower steps were seen here), so rounds disturbed
+beyond 20% are re-run while `--quiet-budget` seconds last (default 240); all rounds,
+kept or not, are in the JSON.
 
 Malloc: the script does not change the allocator; it records whether MALLOC_MMAP_MAX_ /
 MALLOC_TRIM_THRESHOLD_ (which speed up torch here, see shared NOTES) were set.
@@ -274,17 +281,21 @@ class QuietPolicy:
   waiting and in discarded rounds counts against the budget.
   """
 
-  def __init__(self, budget_s: float, threshold: float = 0.2):
-    self.budget_s, self.threshold, self.spent_s, self.discarded = budget_s, threshold, 0.0, 0
+  def __init__(self, budget_s: float, threshold: float = 0.2, max_wait_s: float = 20.0):
+    self.budget_s, self.threshold, self.max_wait_s = budget_s, threshold, max_wait_s
+    self.spent_s, self.discarded = 0.0, 0
 
   @property
   def active(self) -> bool:
     return self.spent_s < self.budget_s
 
   def wait(self) -> None:
-    while self.active:
+    """Waits for a quiet moment, at most `max_wait_s` per call (a share of the budget)."""
+    waited = 0.0
+    while self.active and waited < self.max_wait_s:
       start = time.perf_counter()
       load = others_cpu_now()
+      waited += time.perf_counter() - start
       self.spent_s += time.perf_counter() - start
       if load is None or load < self.threshold:
         return
@@ -457,10 +468,10 @@ def rss_worker(spec: dict[str, Any]) -> dict[str, Any]:
       opt.step()
   else:
     import jax
-    model = _model_for(framework, w, spec['remat'])
-    train_step, (_, _, x_struct) = _jax_train_step_abstract(model, w)
-    x = _jax_input(w)
     import optax
+    model = _model_for(framework, w, spec['remat'])
+    train_step, _ = _jax_train_step_abstract(model, w)
+    x = _jax_input(w)
     params = model.init(jax.random.key(0), x)['params']
     opt_state = optax.adam(1e-3).init(params)
     compiled = train_step.lower(params, opt_state, x).compile()
@@ -687,7 +698,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
   parser.add_argument('--quiet-budget', type=float, default=None, metavar='SECONDS',
                       help='shared machine: wait for quiet moments and re-run rounds during '
                       'which other processes used > 20%% of the cores, spending at most '
-                      'SECONDS on that in the whole run (default 180; quick 0; 0 = off)')
+                      'SECONDS on that in the whole run, at most 20 s per wait (default 240; '
+                      'quick 0; 0 = off)')
   parser.add_argument('--out', help='write the JSON results here')
   parser.add_argument('--md', help='write the markdown tables here too')
   parser.add_argument('--_rss-worker', dest='rss_worker', help=argparse.SUPPRESS)
@@ -726,7 +738,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
       workloads=[], memory=[])
   log(f'environment: {json.dumps(results["environment"])}')
   policy = QuietPolicy(args.quiet_budget if args.quiet_budget is not None
-                       else (0.0 if args.quick else 180.0))
+                       else (0.0 if args.quick else 240.0))
   for w in () if args.memory_only else workloads:
     log(f'workload {w.name} ({w.forward_flop / 1e9:.2f} GFLOP forward)')
     timings = time_workload(w, models, modes, repeats, target_s, min_iters, max_iters, log,
