@@ -31,6 +31,7 @@ import optax
 
 from experiments import chorales_data
 from lstm_jax import LSTM, parallel
+from lstm_jax.data import pad_sequences
 from lstm_jax.cells import GREFF_VARIANTS, greff_variant
 from lstm_jax.train import ConfigError, Task
 
@@ -64,7 +65,7 @@ def windows(rolls: list[np.ndarray], rng: np.random.Generator, size: int,
     r = rolls[i]
     start = rng.integers(0, max(len(r) - (length + 1), 0) + 1)
     chunks.append(r[start:start + length + 1])
-  full, n = chorales_data.pad_batch(chunks, length + 1)
+  full, n = pad_sequences(chunks, length + 1)
   return {'x': full[:, :-1], 'y': full[:, 1:], 'lengths': np.maximum(n - 1, 1).astype(np.int32)}
 
 
@@ -119,7 +120,7 @@ def build_task(config: ml_collections.ConfigDict) -> Task:
   padded = -(-len(eval_rolls) // size) * size
   # Padding rows: one silent frame pair, length 1, weight 0.
   empty = [np.zeros((2, NUM_KEYS), np.uint8)] * (padded - len(eval_rolls))
-  full, n = chorales_data.pad_batch(list(eval_rolls) + empty, d.eval_length + 1)
+  full, n = pad_sequences(list(eval_rolls) + empty, d.eval_length + 1)
   eval_set = {'x': full[:, :-1], 'y': full[:, 1:],
               'lengths': np.maximum(n - 1, 1).astype(np.int32),
               'weight': (np.arange(padded) < len(eval_rolls)).astype(np.float32)}

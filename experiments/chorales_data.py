@@ -102,14 +102,3 @@ def load_chorales(step: float = 1.0, cache_dir: Optional[str] = None
   for name, roll in zip(names, pieces):
     out[split_of(str(name))].append(roll)
   return out
-
-
-def pad_batch(rolls: list[np.ndarray], max_length: int) -> tuple[np.ndarray, np.ndarray]:
-  """Rolls cut to max_length and zero-padded: (<float32>[n, max_length, 88], <int32>[n])."""
-  x = np.zeros((len(rolls), max_length, NUM_KEYS), np.float32)
-  lengths = np.zeros(len(rolls), np.int32)
-  for i, r in enumerate(rolls):
-    t = min(len(r), max_length)
-    x[i, :t] = r[:t]
-    lengths[i] = t
-  return x, lengths

@@ -41,6 +41,7 @@ from experiments.speech import data as sdata
 from experiments.speech.model import SpeechClassifier
 from lstm_jax import features as feats
 from lstm_jax import parallel
+from lstm_jax.data import pad_sequences
 from lstm_jax.pooling import POOLINGS
 from lstm_jax.train import ConfigError, Task
 
@@ -81,7 +82,7 @@ def prepare(config: ml_collections.ConfigDict) -> dict:
   for name, (seqs, labels, index) in splits.items():
     if not len(labels):
       continue
-    x, lengths = sdata.pad([norm(s) for s in seqs], max_len)
+    x, lengths = pad_sequences([norm(s) for s in seqs], max_len)
     out[name] = {'x': x, 'lengths': lengths, 'y': labels.astype(np.int32),
                  'index': np.asarray(index, np.int64)}
   return out

@@ -155,15 +155,3 @@ def make_splits(corpus: Corpus, test_fraction: float, val_fraction: float, seed:
   return {'train': ([pool_x[i] for i in keep], pool_y[keep], pool_idx[keep]),
           'val': ([pool_x[i] for i in val], pool_y[val], pool_idx[val]),
           'test': (test_x, test_y, test_idx)}
-
-
-def pad(seqs: list, max_len: int) -> tuple[np.ndarray, np.ndarray]:
-  """List of <float32>[time_i, f] -> (<float32>[n, max_len, f] zero-padded, <int32>[n])."""
-  width = seqs[0].shape[1]
-  out = np.zeros((len(seqs), max_len, width), np.float32)
-  lengths = np.zeros(len(seqs), np.int32)
-  for i, s in enumerate(seqs):
-    n = min(len(s), max_len)
-    out[i, :n] = s[:n]
-    lengths[i] = n
-  return out, lengths
