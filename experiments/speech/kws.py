@@ -20,6 +20,7 @@ import subprocess
 import numpy as np
 
 from lstm_jax import features
+from lstm_jax.train import UserError
 
 KEYWORDS = ('yes', 'no', 'up', 'down', 'left', 'right', 'on', 'off', 'stop', 'go')
 UNKNOWN_WORDS = ('house', 'tree', 'bird', 'happy', 'seven', 'marvin', 'cat', 'wow', 'bed',
@@ -91,7 +92,9 @@ def make_clip(rng: np.random.Generator, label: int, variants: tuple) -> np.ndarr
 def read_kws() -> dict:
   """{'train', 'test'}: (list of <float32>[101, 40] log-mel, labels); test voices held out."""
   if not shutil.which('espeak-ng'):
-    raise RuntimeError('keyword spotting needs espeak-ng: apt-get install -y espeak-ng')
+    raise UserError('keyword spotting synthesizes its audio with espeak-ng, which is not '
+                    'installed: `apt-get install espeak-ng` (Debian/Ubuntu) or '
+                    '`brew install espeak-ng` (macOS).')
   out = {}
   for s, (split, variants) in enumerate((('train', TRAIN_VARIANTS), ('test', TEST_VARIANTS))):
     rng = np.random.default_rng([SEED, s])
