@@ -63,12 +63,7 @@ GRAD_PROBE_BATCH = 32
 
 def make_config(arg: str, overrides: dict[str, Any]):
   config = configs.get_config(arg)
-  for key, value in overrides.items():
-    node = config
-    *path, leaf = key.split('.')
-    for part in path:
-      node = node[part]
-    node[leaf] = value
+  config.update_from_flattened_dict(overrides)
   return config
 
 

@@ -15,12 +15,7 @@ from lstm_jax.train.optim import make_optimizer
 def _config(**overrides):
   c = base_config()
   c.experiment = 'synthetic'
-  for key, value in overrides.items():
-    node = c
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+  c.update_from_flattened_dict(overrides)
   return c
 
 
