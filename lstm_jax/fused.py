@@ -112,8 +112,11 @@ def _lstm_bwd(unroll, remat, residuals, cotangents):
              hs_prev if remat else None)
   (dh0, dc0), dzs = jax.lax.scan(body, (dh_final, dc_final), scanned, reverse=True,
                                  unroll=unroll)
-  dw = jnp.concatenate([jnp.einsum('tbi,tbg->ig', xs, dzs),
-                        jnp.einsum('tbh,tbg->hg', hs_prev, dzs)], axis=0)
+  # These contract the batch axis; under an Explicit-sharding mesh a batch-sharded
+  # contraction must be told its output sharding: that of the weights.
+  like_w = jax.typeof(w).sharding
+  dw = jnp.concatenate([jnp.einsum('tbi,tbg->ig', xs, dzs, out_sharding=like_w),
+                        jnp.einsum('tbh,tbg->hg', hs_prev, dzs, out_sharding=like_w)], axis=0)
   db = dzs.sum(axis=(0, 1))
   dxs = jnp.einsum('tbg,ig->tbi', dzs, w_x)
   return dw, db, dxs, None, dh0, dc0

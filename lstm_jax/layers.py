@@ -149,6 +149,11 @@ class RNN(nn.Module):
       # Masking selects with `where`, whose gradient still multiplies the padding: zero it
       # so that NaN or inf there cannot reach the gradients.
       xs = jnp.where(valid[..., None], xs, 0.0)
+    # Zeros that carry x's batch sharding: adding them gives the states the same sharding
+    # under an Explicit-sharding mesh (jax.make_mesh's default), where mixing a replicated
+    # state with a batch-sharded input in one op is an error. Elsewhere XLA drops the add.
+    batch_zeros = jnp.zeros_like(xs[0, :, :1])
+    initial_state = jax.tree.map(lambda a: a + batch_zeros.astype(a.dtype), initial_state)
     finals = []
     for layer in range(self.num_layers):
       outs = []
