@@ -1,10 +1,15 @@
-"""Speech classification with a (Bi)LSTM and masked pooling (experiments/speech).
+"""Speech experiments with a (Bi)LSTM (experiments/speech; docs/speech.md).
 
     python -m experiments.main --config=configs/speech.py:fsdd --workdir=workdirs/fsdd
     python -m experiments.main --config=configs/speech.py:japanese_vowels --workdir=workdirs/jv
+    python -m experiments.main --config=configs/speech.py:kws --workdir=workdirs/kws
+    python -m experiments.main --config=configs/speech.py:fsdd_ctc --workdir=workdirs/fsdd_ctc
 
-ARG: 'fsdd' | 'japanese_vowels' | 'kws' (keyword spotting on espeak-ng audio; needs the
-Debian package espeak-ng; the first run synthesizes the corpus, a few minutes), optionally followed by ':tiny' (a seconds-long run for tests), e.g.
+ARG: 'fsdd' (isolated digits) | 'japanese_vowels' (speakers; its default setting was
+chosen by cross-validation on the training split, `cv_grid` below) | 'kws' (keyword
+spotting on espeak-ng audio; needs the Debian package espeak-ng; the first run
+synthesizes the corpus, a few minutes) | 'fsdd_ctc' (connected digits from FSDD
+utterances, CTC), optionally followed by ':tiny' (a seconds-long run for tests), e.g.
 `--config=configs/speech.py:fsdd:tiny`.
 """
 
@@ -14,7 +19,7 @@ import ml_collections
 
 from lstm_jax.train.config import base_config
 
-DATASETS = ('fsdd', 'japanese_vowels', 'kws')
+DATASETS = ('fsdd', 'japanese_vowels', 'kws', 'fsdd_ctc')
 
 
 def get_config(arg: str = 'fsdd') -> ml_collections.ConfigDict:
@@ -29,11 +34,18 @@ def get_config(arg: str = 'fsdd') -> ml_collections.ConfigDict:
   c.best_metric = 'eval/accuracy'
   c.best_mode = 'max'
 
-  c.data.name = name
+  c.data.name = 'fsdd' if name == 'fsdd_ctc' else name
+  # classify: one label per utterance; ctc: connected digits (experiments/speech/
+  # connected_digits.py), FSDD only.
+  c.data.task = 'ctc' if name == 'fsdd_ctc' else 'classify'
   c.data.data_dir = ''  # TFDS cache; '' = ~/.cache/lstm_jax/tfds.
   c.data.test_fraction = 0.2  # FSDD only: no fixed test split ships.
   c.data.val_fraction = 0.1  # Of the training split: eval during training.
   c.data.split_seed = 0
+  # Cross-validation on the training split (experiments/speech/cv.py sets these): val =
+  # fold cv_fold of cv_folds stratified folds, train = the rest, test unused. 0 = off.
+  c.data.cv_folds = 0
+  c.data.cv_fold = 0
   c.data.eval_batch_size = 200
   c.data.cmvn = 'global'  # global (fit on train) | utterance | none.
   c.data.deltas = 0  # Append this many orders of delta features (5-frame window).
@@ -75,16 +87,19 @@ def get_config(arg: str = 'fsdd') -> ml_collections.ConfigDict:
     c.eval_every = 250
     c.checkpoint_every = 500
     c.data.noise_std = 0.1
-    c.data.val_fraction = 0.1
-    c.data.deltas = 1  # 12 LPC cepstra + their deltas (see docs/speech.md for the effect).
+    # Chosen by 5-fold cross-validation on the 270 training utterances (deltas 0/1 x
+    # pooling mean/attention, `cv_grid`; results/speech/japanese_vowels_cv.md), then
+    # trained on all 270: no validation split, eval monitors the training set.
+    c.data.val_fraction = 0.0
+    c.data.deltas = 1  # 12 LPC cepstra + their deltas.
     c.model.hidden_size = 64
-    c.model.pooling = 'mean'
+    c.model.pooling = 'attention'
     c.model.head_dropout = 0.2
   elif name == 'kws':
     c.total_steps = 2000
     c.eval_every = 500
     c.checkpoint_every = 1000
-    c.data.val_fraction = 0.1
+    c.data.val_fraction = 0.0  # Unused: KWS has its own validation split (held-out voices).
     # Per-utterance CMVN: normalizes away some of the voice, which matters because the
     # test voices are held out (global CMVN: 83.7% test, utterance: 91.0%; docs/speech.md).
     c.data.cmvn = 'utterance'
@@ -97,6 +112,27 @@ def get_config(arg: str = 'fsdd') -> ml_collections.ConfigDict:
     c.model.pooling = 'attention'
     c.model.head_dropout = 0.2
 
+  elif name == 'fsdd_ctc':
+    # Strings of 2-5 FSDD utterances with 0-3 pause frames between them; training strings
+    # from training utterances only (fresh every batch), val/test strings fixed.
+    c.data.min_digits = 2
+    c.data.max_digits = 5
+    c.data.max_gap = 3
+    c.data.max_frames = 200  # Training pad length; longer draws (rare) are redrawn.
+    c.data.num_val_strings = 500
+    c.data.num_test_strings = 500
+    c.data.eval_batch_size = 250
+    c.best_metric = 'eval/label_error_rate'
+    c.best_mode = 'min'
+    c.total_steps = 2000
+    c.eval_every = 500
+    c.checkpoint_every = 1000
+    c.data.spec_augment = True  # One band of <= 2 MFCCs, one span of <= 3 frames.
+    c.data.time_width = 3
+    c.model.hidden_size = 96
+    c.model.num_layers = 1
+    c.model.head_dropout = 0.1
+
   if size == 'tiny':
     c.total_steps = 2
     c.batch_size = 8
@@ -105,7 +141,23 @@ def get_config(arg: str = 'fsdd') -> ml_collections.ConfigDict:
     c.checkpoint_every = 2
     c.model.hidden_size = 8
     c.model.attention_size = 4
-    c.data.eval_batch_size = 400
+    c.data.eval_batch_size = 400 if c.data.task == 'classify' else 500
     c.optimizer.schedule = 'constant'
     c.optimizer.warmup_steps = 0
   return c
+
+
+def cv_grid(arg: str = 'japanese_vowels') -> list[dict]:
+  """The candidates that experiments/speech/cv.py compares by stratified k-fold
+  cross-validation on the training split (dotted overrides, simplest first):
+
+      python -m experiments.speech.cv --config=configs/speech.py:japanese_vowels \\
+          --workdir=workdirs/jv_cv --out=results/speech
+  """
+  name, _, size = arg.partition(':')
+  if name != 'japanese_vowels':
+    raise ValueError(f'cv_grid is defined for japanese_vowels only; got {arg!r}.')
+  del size  # ':tiny' only shortens each run.
+  return [{'data.deltas': deltas, 'model.pooling': pooling}
+          for deltas in (0, 1) for pooling in ('mean', 'attention')]
+

@@ -1,15 +1,22 @@
-"""Speech classification from feature sequences with a (Bi)LSTM and masked pooling.
+"""Speech classification from feature sequences with a (Bi)LSTM and masked pooling, and
+connected-digit recognition with CTC.
 
     python -m experiments.main --config=configs/speech.py:fsdd --workdir=DIR
     python -m experiments.main --config=configs/speech.py:japanese_vowels --workdir=DIR
     python -m experiments.main --config=configs/speech.py:kws --workdir=DIR   # espeak-ng
+    python -m experiments.main --config=configs/speech.py:fsdd_ctc --workdir=DIR
+    python -m experiments.speech.cv --config=configs/speech.py:japanese_vowels \
+        --workdir=DIR --out=results/speech    # model selection by cross-validation
 
 `build_task(config)` loads the corpus (a TFDS builder, cached in data.data_dir), splits it
 (FSDD: stratified random test split by seed, since no speaker ids ship; JapaneseVowels:
-the fixed UEA 270/370 split; KWS: synthesized clips, test voices held out, see kws.py), normalizes with global CMVN fitted on the training split,
-and trains `model.SpeechClassifier`. Eval during training runs on a validation split
-carved from the training data (never on test). `report` scores the final parameters on
-val and test and writes into the workdir:
+the fixed UEA 270/370 split; KWS: synthesized clips, train / validation / test voices
+disjoint, see kws.py), normalizes with global CMVN fitted on the training split, and
+trains `model.SpeechClassifier` (data.task='ctc': `connected_digits.build_task`). Eval
+during training runs on a validation split (never on test): carved from the training data,
+KWS's own held-out voices, or with data.cv_folds a cross-validation fold (then the test
+split is not loaded at all). `report` scores the final parameters on val and test and
+writes into the workdir:
 
   predictions_{val,test}.csv  one row per example: source index, label, prediction and
                               class probabilities (enough to recompute every figure);
@@ -17,11 +24,13 @@ val and test and writes into the workdir:
   report.json                 (via the trainer) test accuracy, confusion matrix, split.
 
 Config fields read here (configs/speech.py):
-  data.name ('fsdd' | 'japanese_vowels' | 'kws'), data.data_dir ('' = ~/.cache/lstm_jax/tfds),
-  data.test_fraction (FSDD), data.val_fraction, data.split_seed, data.eval_batch_size,
-  data.cmvn ('global' | 'utterance' | 'none'), data.deltas (0 | 1 | 2: orders of delta
-  features appended, 5-frame window), data.spec_augment (bool),
-  data.freq_masks, data.freq_width, data.time_masks, data.time_width, data.noise_std.
+  data.name ('fsdd' | 'japanese_vowels' | 'kws'), data.task ('classify' | 'ctc'),
+  data.data_dir ('' = ~/.cache/lstm_jax/tfds), data.test_fraction (FSDD),
+  data.val_fraction (unused by KWS), data.split_seed, data.cv_folds (0 = off, else >= 2),
+  data.cv_fold, data.eval_batch_size, data.cmvn ('global' | 'utterance' | 'none'),
+  data.deltas (0 | 1 | 2: orders of delta features appended, 5-frame window),
+  data.spec_augment (bool), data.freq_masks, data.freq_width, data.time_masks,
+  data.time_width, data.noise_std.
   model.*: the `SpeechClassifier` fields; model.label_smoothing.
 """
 
@@ -46,6 +55,7 @@ from lstm_jax.pooling import POOLINGS
 from lstm_jax.train import ConfigError, Task
 
 _CMVN = ('global', 'utterance', 'none')
+TASKS = ('classify', 'ctc')
 
 
 def make_model(config: ml_collections.ConfigDict) -> SpeechClassifier:
@@ -61,16 +71,17 @@ def make_model(config: ml_collections.ConfigDict) -> SpeechClassifier:
       head_dropout=m.head_dropout)
 
 
-def prepare(config: ml_collections.ConfigDict) -> dict:
-  """{split: {'x': <float32>[n, T, f], 'lengths': <int32>[n], 'y': <int32>[n],
-  'index': <int64>[n]}}, normalized, padded to T = the longest utterance of the corpus."""
+def normalized_splits(config: ml_collections.ConfigDict) -> dict:
+  """{split: (sequences, labels, source indices)}: the corpus split as configured, with
+  deltas appended and CMVN applied; sequences are <float32>[time_i, features], unpadded.
+  Global CMVN statistics come from the training split only."""
   d = config.data
   corpus = sdata.load_corpus(d.name, d.data_dir)
-  splits = sdata.make_splits(corpus, d.test_fraction, d.val_fraction, d.split_seed)
+  splits = sdata.make_splits(corpus, d.test_fraction, d.val_fraction, d.split_seed,
+                             cv_folds=d.cv_folds, cv_fold=d.cv_fold)
   if d.deltas:  # Append delta (and delta-delta) features, computed per utterance.
     splits = {k: ([feats.deltas(s, d.deltas, width=5) for s in seqs], y, i)
               for k, (seqs, y, i) in splits.items()}
-  max_len = max(len(s) for seqs, _, _ in splits.values() for s in seqs)
   if d.cmvn == 'global':
     stats = feats.fit_global_cmvn(splits['train'][0])  # Training split only.
     norm = lambda s: feats.apply_cmvn(s, stats)
@@ -78,11 +89,20 @@ def prepare(config: ml_collections.ConfigDict) -> dict:
     norm = feats.cmvn
   else:
     norm = lambda s: s
+  return {k: ([norm(s) for s in seqs], y, i) for k, (seqs, y, i) in splits.items()}
+
+
+def prepare(config: ml_collections.ConfigDict) -> dict:
+  """{split: {'x': <float32>[n, T, f], 'lengths': <int32>[n], 'y': <int32>[n],
+  'index': <int64>[n]}}, normalized, padded to T = the longest utterance of the corpus.
+  Empty splits (no validation split, or no test split in cross-validation) are left out."""
+  splits = normalized_splits(config)
+  max_len = max(len(s) for seqs, _, _ in splits.values() for s in seqs)
   out = {}
   for name, (seqs, labels, index) in splits.items():
     if not len(labels):
       continue
-    x, lengths = pad_sequences([norm(s) for s in seqs], max_len)
+    x, lengths = pad_sequences(seqs, max_len)
     out[name] = {'x': x, 'lengths': lengths, 'y': labels.astype(np.int32),
                  'index': np.asarray(index, np.int64)}
   return out
@@ -101,18 +121,19 @@ def augment(rng: np.random.Generator, batch: dict, d: ml_collections.ConfigDict)
   return dict(batch, x=x.astype(np.float32))
 
 
-def padded_batches(split: dict, size: int) -> Iterator[dict]:
-  """Batches of `size` rows over a whole split (this process's rows), the last padded
-  with copies of row 0 at weight 0."""
-  n = len(split['y'])
+def padded_batches(split: dict, size: int, keys: tuple = ('x', 'lengths', 'y')
+                   ) -> Iterator[dict]:
+  """Batches of `size` rows of split[keys] over a whole split (this process's rows), the
+  last padded with copies of row 0 at weight 0 (the 'weight' entry)."""
+  n = len(split[keys[0]])
   total = -(-n // size) * size
   take = np.concatenate([np.arange(n), np.zeros(total - n, np.int64)])
   weight = (np.arange(total) < n).astype(np.float32)
   rows = parallel.process_slice(size)
   for start in range(0, total, size):
     idx = take[start:start + size]
-    batch = {'x': split['x'][idx], 'lengths': split['lengths'][idx], 'y': split['y'][idx],
-             'weight': weight[start:start + size]}
+    batch = {k: split[k][idx] for k in keys}
+    batch['weight'] = weight[start:start + size]
     yield {k: v[rows] for k, v in batch.items()}
 
 
@@ -120,11 +141,24 @@ def build_task(config: ml_collections.ConfigDict) -> Task:
   d, m = config.data, config.model
   if d.name not in sdata.CORPORA:
     raise ConfigError(f'data.name must be one of {sdata.CORPORA}; got {d.name!r}.')
+  if d.task not in TASKS:
+    raise ConfigError(f'data.task must be one of {TASKS}; got {d.task!r}.')
   if d.cmvn not in _CMVN:
     raise ConfigError(f'data.cmvn must be one of {_CMVN}; got {d.cmvn!r}.')
   if d.eval_batch_size % jax.device_count():
     raise ConfigError(f'data.eval_batch_size ({d.eval_batch_size}) must be divisible by the '
                       f'number of devices ({jax.device_count()}).')
+  if d.cv_folds == 1 or d.cv_folds < 0:
+    raise ConfigError(f'data.cv_folds must be 0 (off) or >= 2; got {d.cv_folds}.')
+  if d.cv_folds and not 0 <= d.cv_fold < d.cv_folds:
+    raise ConfigError(f'data.cv_fold must be in [0, data.cv_folds={d.cv_folds}); got '
+                      f'{d.cv_fold}.')
+  if d.task == 'ctc':
+    if d.name != 'fsdd' or d.cv_folds:
+      raise ConfigError("data.task='ctc' (connected digits) needs data.name='fsdd' and "
+                        'data.cv_folds=0.')
+    from experiments.speech import connected_digits  # Imports this module: lazily.
+    return connected_digits.build_task(config)
   model = make_model(config)
   data = prepare(config)
   train = data['train']
@@ -203,9 +237,9 @@ def build_task(config: ml_collections.ConfigDict) -> Task:
                          f'{d.name} test: accuracy {acc:.2%} (n={len(pred)})',
                          os.path.join(workdir, 'confusion_test.png'))
     if jax.process_index() == 0:
-      print(f'{d.name}: val accuracy {out.get("val_accuracy")}, test accuracy '
-            f'{out["test_accuracy"]:.4f} ({out["test_errors"]} errors of {out["num_test"]})',
-            flush=True)
+      test = (f'test accuracy {out["test_accuracy"]:.4f} ({out["test_errors"]} errors of '
+              f'{out["num_test"]})' if 'test' in data else 'test not scored (cross-validation)')
+      print(f'{d.name}: val accuracy {out.get("val_accuracy")}, {test}', flush=True)
     return out
 
   init = {'x': train['x'][:2], 'seq_lengths': train['lengths'][:2]}
@@ -229,10 +263,17 @@ def split_description(config: ml_collections.ConfigDict, sizes: dict) -> str:
   elif d.name == 'japanese_vowels':
     base = 'JapaneseVowels: fixed UEA split, 270 train / 370 test (9 speakers)'
   else:
-    base = ('KWS (espeak-ng, experiments/speech/kws.py): train and test clips from '
-            'disjoint espeak voice variants')
-  return (f'{base}; validation = stratified {d.val_fraction:.0%} of train (seed '
-          f'{d.split_seed + 1}); sizes {sizes}')
+    base = ('KWS (espeak-ng, experiments/speech/kws.py): train, validation and test clips '
+            'from three disjoint sets of espeak voice variants')
+  if d.cv_folds:
+    val = (f'cross-validation on the training split: validation = fold {d.cv_fold} of '
+           f'{d.cv_folds} stratified folds (seed {d.split_seed + 1}), train = the other '
+           'folds, test not used')
+  elif d.name in sdata.HELD_OUT_VAL:
+    val = 'validation = its own held-out split (data.val_fraction unused)'
+  else:
+    val = f'validation = stratified {d.val_fraction:.0%} of train (seed {d.split_seed + 1})'
+  return f'{base}; {val}; sizes {sizes}'
 
 
 def confusion_matrix(labels: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:

@@ -5,7 +5,8 @@
   each. No speaker ids ship with it, so no speaker-independent split is possible: the
   experiment uses a stratified random split by seed (`split_indices`).
 - 'kws': keyword spotting clips synthesized with espeak-ng (experiments/speech/kws.py):
-  40 log-mel bands x 101 frames, 12 classes, train/test with disjoint espeak voices.
+  40 log-mel bands x 101 frames, 12 classes; train, val and test spoken by three
+  disjoint sets of espeak voices.
 - 'japanese_vowels': UCI/UEA JapaneseVowels from PyPI `aeon`
   (`aeon/datasets/data/JapaneseVowels/*.ts`): 9 male speakers saying /ae/, 12 LPC cepstra
   per frame, 7-29 frames; the fixed UEA split 270 train / 370 test.
@@ -19,11 +20,14 @@ Built once into `data_dir` (a second run reads the cache) and read back with
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 
 import numpy as np
 
 CORPORA = ('fsdd', 'japanese_vowels', 'kws')
+# Corpora shipping their own validation split (KWS: voices disjoint from train and test).
+HELD_OUT_VAL = ('kws',)
 NUM_CLASSES = {'fsdd': 10, 'japanese_vowels': 9, 'kws': 12}
 FEATURES = {'fsdd': 13, 'japanese_vowels': 12, 'kws': 40}
 CLASS_NAMES = {'fsdd': tuple(str(i) for i in range(10)),
@@ -89,7 +93,7 @@ def read_japanese_vowels() -> dict:
 
 
 def read_kws() -> dict:
-  """{'train', 'test'} synthesized with espeak-ng (see experiments/speech/kws.py)."""
+  """{'train', 'val', 'test'} synthesized with espeak-ng (see experiments/speech/kws.py)."""
   from experiments.speech import kws
   return kws.read_kws()
 
@@ -97,8 +101,12 @@ def read_kws() -> dict:
 READERS = {'fsdd': read_fsdd, 'japanese_vowels': read_japanese_vowels, 'kws': read_kws}
 
 
+@functools.lru_cache(maxsize=4)
 def load_corpus(name: str, data_dir: str = '') -> Corpus:
-  """Builds `name` into `data_dir` (once) and reads every split back, in source order."""
+  """Builds `name` into `data_dir` (once) and reads every split back, in source order.
+
+  Memoized per process (experiments/speech/cv.py trains 20-odd models in one process);
+  callers must not modify the returned lists."""
   if name not in CORPORA:
     raise ValueError(f'data.name must be one of {CORPORA}; got {name!r}.')
   from experiments.speech import tfds_builders  # TFDS is imported only when needed.
@@ -133,13 +141,30 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int
   return kept, held
 
 
-def make_splits(corpus: Corpus, test_fraction: float, val_fraction: float, seed: int
-                ) -> dict:
+def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
+  """<int64>[n] fold ids in [0, folds): each class's examples, shuffled by
+  `np.random.default_rng(seed)`, are dealt round-robin, so every fold holds
+  floor or ceil(n_c / folds) of class c."""
+  rng = np.random.default_rng(seed)
+  fold = np.zeros(len(labels), np.int64)
+  for c in np.unique(labels):
+    idx = rng.permutation(np.flatnonzero(labels == c))
+    fold[idx] = np.arange(len(idx)) % folds
+  return fold
+
+
+def make_splits(corpus: Corpus, test_fraction: float, val_fraction: float, seed: int,
+                cv_folds: int = 0, cv_fold: int = 0) -> dict:
   """{'train', 'val', 'test'}: (sequences, labels, source indices).
 
   FSDD ships one pool: test = a stratified `test_fraction` of it (by `seed`).
-  JapaneseVowels keeps its fixed UEA test split. Val (possibly empty) is a stratified
-  `val_fraction` of what remains for training, by seed + 1.
+  JapaneseVowels keeps its fixed UEA test split, KWS its test voices. Validation:
+  - a corpus with its own 'val' split (KWS: held-out voices) uses it as is;
+  - otherwise a stratified `val_fraction` (possibly 0: empty) of what remains for
+    training, by seed + 1;
+  - with `cv_folds` >= 2 (cross-validation on the training data only): val = fold
+    `cv_fold` of `stratified_folds(train labels, cv_folds, seed + 1)`, train = the other
+    folds, and test is EMPTY, so that nothing chosen by cross-validation has seen it.
   """
   if 'test' in corpus.splits:
     pool_x, pool_y = corpus.splits['train']
@@ -151,7 +176,18 @@ def make_splits(corpus: Corpus, test_fraction: float, val_fraction: float, seed:
     pool_idx, test_idx = stratified_split(all_y, test_fraction, seed)
     pool_x, pool_y = [all_x[i] for i in pool_idx], all_y[pool_idx]
     test_x, test_y = [all_x[i] for i in test_idx], all_y[test_idx]
-  keep, val = stratified_split(pool_y, val_fraction, seed + 1)
-  return {'train': ([pool_x[i] for i in keep], pool_y[keep], pool_idx[keep]),
-          'val': ([pool_x[i] for i in val], pool_y[val], pool_idx[val]),
-          'test': (test_x, test_y, test_idx)}
+  if cv_folds:
+    fold = stratified_folds(pool_y, cv_folds, seed + 1)
+    keep, val = np.flatnonzero(fold != cv_fold), np.flatnonzero(fold == cv_fold)
+    test_x, test_y, test_idx = [], np.zeros(0, np.int32), np.zeros(0, np.int64)
+  elif 'val' in corpus.splits:
+    keep, val = np.arange(len(pool_y)), np.zeros(0, np.int64)
+  else:
+    keep, val = stratified_split(pool_y, val_fraction, seed + 1)
+  out = {'train': ([pool_x[i] for i in keep], pool_y[keep], pool_idx[keep]),
+         'val': ([pool_x[i] for i in val], pool_y[val], pool_idx[val]),
+         'test': (test_x, test_y, test_idx)}
+  if 'val' in corpus.splits and not cv_folds:
+    val_x, val_y = corpus.splits['val']
+    out['val'] = (val_x, val_y, np.arange(len(val_y)))
+  return out

@@ -3,9 +3,11 @@
 Clips are 1 s at 16 kHz: a word spoken by espeak-ng (voice = accent + variant, random
 speed and pitch) placed at a random offset, optionally reverberated (exponentially
 decaying noise impulse response), plus white or brown noise at a random SNR. 'unknown'
-clips speak other words; 'silence' clips are noise only. Test voices use espeak variants
-never used in training (held-out speakers, in spirit). Features: 40 log-mel bands, 25 ms
-windows, 10 ms hop (`lstm_jax.features.log_mel`) -> <float32>[101, 40] per clip.
+clips speak other words; 'silence' clips are noise only. Train, validation and test clips
+use three disjoint sets of espeak variants (held-out speakers, in spirit), so model
+selection on validation sees neither training nor test voices. Features: 40 log-mel
+bands, 25 ms windows, 10 ms hop (`lstm_jax.features.log_mel`) -> <float32>[101, 40] per
+clip.
 
 Generated once, deterministically from `SEED`, inside the TFDS builder (then cached).
 Needs the Debian package espeak-ng.
@@ -31,9 +33,16 @@ ACCENTS = ('en-gb', 'en-us', 'en-gb-scotland', 'en-gb-x-gbclan', 'en-gb-x-rp',
 TRAIN_VARIANTS = ('', 'm1', 'm2', 'm3', 'm4', 'f1', 'f2', 'f4', 'Alex', 'Andy', 'Annie',
                   'david', 'edward', 'linda', 'Mike', 'robert', 'steph', 'zac')
 TEST_VARIANTS = ('m5', 'm6', 'f3', 'f5', 'Alicia', 'max', 'paul', 'belinda')
+# Validation voices, disjoint from both: model selection sees neither training nor test
+# voices. (espeak-ng falls back to the plain voice for an unknown variant name without a
+# word; every name here was checked to give different audio from all the others.)
+VAL_VARIANTS = ('m7', 'm8', 'Andrea', 'aunty', 'anika', 'john', 'Lee', 'quincy')
 SR = 16000
 SEED = 0
-PER_CLASS = {'train': 80, 'test': 25}
+PER_CLASS = {'train': 80, 'test': 25, 'val': 25}
+# Each split draws from its own stream default_rng([SEED, stream]); train and test kept
+# their streams when val was added, so their clips are the same as before.
+SPLITS = (('train', TRAIN_VARIANTS, 0), ('test', TEST_VARIANTS, 1), ('val', VAL_VARIANTS, 2))
 
 
 def espeak(word: str, voice: str, speed: int, pitch: int) -> tuple[np.ndarray, int]:
@@ -90,14 +99,15 @@ def make_clip(rng: np.random.Generator, label: int, variants: tuple) -> np.ndarr
 
 
 def read_kws() -> dict:
-  """{'train', 'test'}: (list of <float32>[101, 40] log-mel, labels); test voices held out."""
+  """{'train', 'val', 'test'}: (list of <float32>[101, 40] log-mel, labels), each split
+  spoken by its own voices (TRAIN_VARIANTS, VAL_VARIANTS, TEST_VARIANTS)."""
   if not shutil.which('espeak-ng'):
     raise UserError('keyword spotting synthesizes its audio with espeak-ng, which is not '
                     'installed: `apt-get install espeak-ng` (Debian/Ubuntu) or '
                     '`brew install espeak-ng` (macOS).')
   out = {}
-  for s, (split, variants) in enumerate((('train', TRAIN_VARIANTS), ('test', TEST_VARIANTS))):
-    rng = np.random.default_rng([SEED, s])
+  for split, variants, stream in SPLITS:
+    rng = np.random.default_rng([SEED, stream])
     labels = np.repeat(np.arange(len(CLASSES)), PER_CLASS[split]).astype(np.int32)
     seqs = [features.log_mel(make_clip(rng, int(c), variants), SR, n_mels=40)
             for c in labels]

@@ -1,4 +1,5 @@
-"""The sequence classifier: (Bi)LSTM encoder with masking, pooling over time, a linear head.
+"""Speech models: a sequence classifier ((Bi)LSTM, masked pooling, linear head) and a
+per-frame tagger for CTC (`FrameTagger`).
 
     model = SpeechClassifier(num_classes=10, hidden_size=64, bidirectional=True,
                              pooling='attention')
@@ -57,3 +58,40 @@ class SpeechClassifier(nn.Module):
     if self.head_dropout:
       z = nn.Dropout(self.head_dropout, deterministic=deterministic)(z)
     return nn.Dense(self.num_classes, name='head')(z)
+
+
+class FrameTagger(nn.Module):
+  """Per-frame classifier for CTC: LSTM ('encoder') -> dropout -> Dense ('head') per frame.
+
+  The same encoder as `SpeechClassifier`, without pooling: one logit vector per frame.
+
+  Attributes:
+    num_classes: output classes per frame, the CTC blank included.
+    hidden_size, num_layers, bidirectional, proj_size, dropout: of `lstm_jax.LSTM`.
+    input_dropout: dropout on the input features (training only).
+    head_dropout: dropout on the encoder outputs before the head (training only).
+  """
+  num_classes: int
+  hidden_size: int = 64
+  num_layers: int = 1
+  bidirectional: bool = True
+  proj_size: Optional[int] = None
+  dropout: float = 0.0
+  input_dropout: float = 0.0
+  head_dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, x: jax.Array, seq_lengths: Optional[jax.Array] = None,
+               deterministic: bool = True) -> jax.Array:
+    """x: <float32>[batch, time, features], seq_lengths: <int32>[batch] ->
+    <float32>[batch, time, num_classes] logits. Frames t >= seq_lengths are never read;
+    their logits are the head's bias (the encoder outputs zeros there)."""
+    if self.input_dropout:
+      x = nn.Dropout(self.input_dropout, deterministic=deterministic)(x)
+    h, _ = LSTM(hidden_size=self.hidden_size, num_layers=self.num_layers,
+                bidirectional=self.bidirectional, proj_size=self.proj_size,
+                dropout=self.dropout, name='encoder')(x, seq_lengths=seq_lengths,
+                                                      deterministic=deterministic)
+    if self.head_dropout:
+      h = nn.Dropout(self.head_dropout, deterministic=deterministic)(h)
+    return nn.Dense(self.num_classes, name='head')(h)

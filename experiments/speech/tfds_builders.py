@@ -2,7 +2,8 @@
 
 One example per utterance: {'index': source order, 'features': <float32>[time * dims]
 (flat: the width is fixed per corpus, see data.FEATURES), 'label'}. Splits are the
-source's: FSDD has one ('pool', split later by seed), JapaneseVowels 'train' and 'test'.
+source's: FSDD has one ('pool', split later by seed), JapaneseVowels 'train' and 'test',
+KWS 'train', 'val' and 'test' (three disjoint sets of voices).
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ class SpeechJapaneseVowels(_SpeechBuilder):
 
 class SpeechKws(_SpeechBuilder):
   CORPUS = 'kws'
+  # 1.1.0 adds the 'val' split (held-out voices); train and test clips are unchanged.
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {'1.0.0': 'train/test with disjoint espeak voices.',
+                   '1.1.0': "A 'val' split from voices disjoint from train and test."}
 
 
 BUILDERS = {'fsdd': SpeechFsdd, 'japanese_vowels': SpeechJapaneseVowels, 'kws': SpeechKws}
