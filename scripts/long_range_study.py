@@ -48,6 +48,8 @@ BEGIN, END = '<!-- results:begin -->', '<!-- results:end -->'
 # 'max_steps' and 'max_seconds' override the command line's budget for that run.
 REDUCED_COMMON = {'model.hidden_size': 64, 'batch_size': 50}
 COPY_BUDGET = {'max_steps': 10000, 'max_seconds': 300}  # copy learns slowly: more steps
+LONG_WALL = {'max_steps': 4000, 'max_seconds': 900}
+ORDER_BUDGET = {'max_steps': 8000, 'max_seconds': 1200}
 REDUCED = [
     ('adding:lstm:200', {}), ('adding:gru:200', {}), ('adding:rnn:200', {}),
     ('adding:lstm_fb0:200', {}), ('adding:lstm_chrono:200', {}),
@@ -56,6 +58,15 @@ REDUCED = [
     ('adding:lstm_chrono:500', {'max_steps': 10000, 'max_seconds': 540}),
     ('copy:gru:100', {}), ('copy:rnn:100', {}),
     ('copy:lstm:100', COPY_BUDGET), ('copy:lstm_chrono:100', COPY_BUDGET),
+    # Shorter and longer lags, the other tasks, and the Greff et al. variants. Budgets are in
+    # steps (with a generous wall cap) so that a busy machine changes wall times, not results.
+    *[(f'adding:{cell}:{lag}', LONG_WALL) for lag in (50, 100) for cell in ('lstm', 'gru', 'rnn')],
+    ('adding:lstm_chrono:1000', {'max_steps': 6000, 'max_seconds': 1800}),
+    *[(f'order:{cell}:100', ORDER_BUDGET) for cell in ('lstm', 'gru', 'rnn')],
+    *[(f'{task}:{cell}:64', LONG_WALL) for task in ('digits', 'pdigits')
+      for cell in ('lstm', 'gru', 'rnn')],
+    *[(f'adding:lstm_{variant}:100', LONG_WALL)
+      for variant in ('V', 'NIG', 'NFG', 'NOG', 'NIAF', 'NOAF', 'NP', 'CIFG', 'FGR')],
 ]
 GRAD_PROBE_STEPS = (0, 200, 500, 1000, 2000, 4000, 8000)
 GRAD_PROBE_BATCH = 32
