@@ -18,6 +18,7 @@ EXPERIMENTS = {
     'forecasting': 'experiments.forecasting',
     'chorales': 'experiments.chorales',
     'speech': 'experiments.speech',
+    'translation': 'experiments.translation',
 }
 
 

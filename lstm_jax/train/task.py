@@ -31,9 +31,12 @@ class Task:
       start_step, start_step + 1, ...: rows [p * B / P, (p + 1) * B / P) of the global batch
       of size B = config.batch_size for process p of P (`lstm_jax.parallel.process_slice`).
       Batch `s` must be a pure function of (config.seed, s) so that a resumed run sees
-      exactly the data of an uninterrupted one. Every batch has the same shapes.
+      exactly the data of an uninterrupted one. Shapes may vary only within a small fixed
+      set (e.g. length buckets; jit compiles once per shape) and step s has the same shapes
+      on every process.
     eval_batches: `() -> iterable` of this process's slices of a finite evaluation set.
-      Every process yields the same number of batches, all of one shape; padding rows carry
+      Every process yields the same number of batches, with the same shapes batch for
+      batch (a few distinct shapes at most, e.g. length buckets); padding rows carry
       zero weight in whatever `eval_fn` uses as weights (e.g. a 'weight' or 'mask' entry).
     loss_fn: `(params, batch, rng, train) -> (loss, metrics)`, pure and jittable. `batch`
       holds global arrays (sharded over devices; in `parallelism.mode='pmap'` it is one
