@@ -48,7 +48,10 @@ def table(results: pathlib.Path) -> str:
     if s['attention'] == 'none':
       arg += ':noattn'
     command = (f'`python -m experiments.main --config=configs/translation.py:{arg} '
-               f'--workdir=workdirs/translation/{path.parent.name}`')
+               f'--workdir=workdirs/translation/{path.parent.name}')
+    if s['attention'] not in ('none', 'general'):
+      command += f" --config.model.attention={s['attention']}"
+    command += '`'
     rows.append(
         f"| [{path.parent.name}](../{path.parent.relative_to(ROOT)}) | {s['corpus']} "
         f"{s['direction']} | {s['attention']} | {s['num_test']:,} | "
