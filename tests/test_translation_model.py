@@ -10,12 +10,13 @@ import os
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 import sacrebleu
 
-from experiments.translation import (limited_step_fn, output_limits, padded_length, scoring,
-                                     decode_batches)
+from experiments.translation import (decode_batches, limited_step_fn, make_translators,
+                                     output_limits, padded_length, scoring)
 from experiments.translation.model import ATTENTIONS, Seq2Seq, token_stats, training_loss
 from lstm_jax import decoding
 
@@ -205,6 +206,20 @@ def test_decoding_respects_per_sentence_limits_and_beam_one_is_greedy():
   beam4 = jax.jit(lambda s: decoding.beam_search(step, s, 1, 2, 10, beam_size=4,
                                                  length_penalty=0.6))(state)
   assert np.all(beam4.lengths <= np.asarray(limit)[:, None])
+
+
+def test_translators_closing_over_the_encoder_output_decode_the_same():
+  model, params, state, limit = _decode_setup()
+  src, _, _ = _batch()
+  config = ml_collections.ConfigDict({'decode': {'beam_size': 3, 'length_penalty': 0.6}})
+  translators = make_translators(model, config)
+  step = limited_step_fn(model, params)  # The encoder output carried in the state.
+  expected = {
+      'greedy': jax.jit(lambda s: decoding.greedy_search(step, s, 1, 2, 10, 0))(state),
+      'beam': jax.jit(lambda s: decoding.beam_search(step, s, 1, 2, 10, 3, 0.6, 0))(
+          state).sequences[:, 0]}
+  for name, fn in translators.items():
+    np.testing.assert_array_equal(fn(params, src, SRC_LEN, limit, max_len=10), expected[name])
 
 
 @dataclasses.dataclass

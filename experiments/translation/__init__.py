@@ -32,7 +32,7 @@ import json
 import math
 import os
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -40,8 +40,8 @@ import ml_collections
 import numpy as np
 
 from experiments.translation import data as tdata
-from experiments.translation.model import (ATTENTIONS, Seq2Seq, num_params, token_stats,
-                                           training_loss)
+from experiments.translation.model import (ATTENTIONS, ENCODER_KEYS, Seq2Seq, num_params,
+                                           token_stats, training_loss)
 from experiments.translation.tokenizer import BOS, EOS, PAD
 from lstm_jax import decoding
 from lstm_jax.train import ConfigError, Task
@@ -149,12 +149,23 @@ def output_limits(src_len: np.ndarray, ratio: float, offset: int) -> np.ndarray:
   return (np.ceil(ratio * np.asarray(src_len)) + offset).astype(np.int32)
 
 
-def limited_step_fn(model: Seq2Seq, params: Any) -> Callable:
+def limited_step_fn(model: Seq2Seq, params: Any,
+                    constants: Optional[dict[str, jax.Array]] = None) -> Callable:
   """`decode_step` wrapped for `lstm_jax.decoding`, forcing EOS once a sentence reaches
-  its own output limit (state['limit']); state['t'] counts the steps taken."""
+  its own output limit (state['limit']); state['t'] counts the steps taken.
+
+  `constants`: the encoder entries of the decoding state ('mask', 'memory', ...), one row
+  per decoding row (tiled beam_size times for beam search). Closed over instead of
+  carried in the state, so that beam search does not gather them at every step; None
+  when state['model'] holds them.
+  """
+  constants = constants or {}
+
   def step(tokens, state):
-    log_probs, inner = model.apply({'params': params}, tokens, state['model'],
+    log_probs, inner = model.apply({'params': params}, tokens,
+                                   {**constants, **state['model']},
                                    method=Seq2Seq.decode_step)
+    inner = {k: v for k, v in inner.items() if k not in constants}
     force = (state['t'] + 1 >= state['limit'])[:, None]
     eos_only = jnp.where(jnp.arange(log_probs.shape[-1]) == EOS, 0.0, -jnp.inf)
     return (jnp.where(force, eos_only, log_probs),
@@ -167,18 +178,22 @@ def make_translators(model: Seq2Seq, config: ml_collections.ConfigDict) -> dict[
   output pieces (EOS, then PAD), jit-compiled once per (shape, max_len)."""
   dec = config.decode
 
-  def start(params, src, src_len, limit):
+  def start(params, src, src_len, limit, beam_size):
+    """(step function, initial state) with the encoder output tiled for `beam_size`."""
     inner = model.apply({'params': params}, src, src_len, method=Seq2Seq.init_decode_state)
-    return {'model': inner, 't': jnp.zeros_like(limit), 'limit': limit}
+    constants = {k: jnp.repeat(inner.pop(k), beam_size, axis=0)
+                 for k in ENCODER_KEYS if k in inner}
+    state = {'model': inner, 't': jnp.zeros_like(limit), 'limit': limit}
+    return limited_step_fn(model, params, constants), state
 
   def greedy(params, src, src_len, limit, max_len):
-    return decoding.greedy_search(limited_step_fn(model, params),
-                                  start(params, src, src_len, limit), BOS, EOS, max_len, PAD)
+    step, state = start(params, src, src_len, limit, 1)
+    return decoding.greedy_search(step, state, BOS, EOS, max_len, PAD)
 
   def beam(params, src, src_len, limit, max_len):
-    out = decoding.beam_search(limited_step_fn(model, params),
-                               start(params, src, src_len, limit), BOS, EOS, max_len,
-                               dec.beam_size, dec.length_penalty, PAD)
+    step, state = start(params, src, src_len, limit, dec.beam_size)
+    out = decoding.beam_search(step, state, BOS, EOS, max_len, dec.beam_size,
+                               dec.length_penalty, PAD)
     return out.sequences[:, 0]
 
   return {name: jax.jit(f, static_argnames='max_len')

@@ -53,6 +53,8 @@ from lstm_jax.cells import LSTMState, LSTMStructure, lstm_step
 
 Array = jax.Array
 ATTENTIONS = ('dot', 'general', 'bahdanau', 'none')
+# The entries of the decoding state that hold the encoder output (fixed per sentence).
+ENCODER_KEYS = ('mask', 'memory', 'keys', 'summary')
 
 
 def _lstm_bias_init(key, shape, dtype=jnp.float32):
@@ -261,7 +263,7 @@ class Seq2Seq(nn.Module):
     """One step for `lstm_jax.decoding`: <int32>[n] previous tokens ->
     (log-probabilities <float32>[n, V], new state); the attention weights of the step are
     returned in the state as 'weights' <float32>[n, S]."""
-    enc = {k: state[k] for k in ('mask', 'memory', 'keys', 'summary') if k in state}
+    enc = {k: state[k] for k in ENCODER_KEYS if k in state}
     carry, (h_tilde, weights) = self.decoder((state['h'], state['c'], state['feed']),
                                              self.embed(tokens), enc, True)
     new_state = dict(state, h=carry[0], c=carry[1], feed=carry[2], weights=weights)
@@ -326,5 +328,5 @@ def num_params(params: Any) -> int:
   return int(sum(np.size(x) for x in jax.tree.leaves(params)))
 
 
-__all__ = ['ATTENTIONS', 'DecoderStep', 'Seq2Seq', 'smoothed_cross_entropy',
+__all__ = ['ATTENTIONS', 'DecoderStep', 'ENCODER_KEYS', 'Seq2Seq', 'smoothed_cross_entropy',
            'target_mask', 'token_stats', 'training_loss', 'num_params']
