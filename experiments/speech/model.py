@@ -17,6 +17,20 @@ from lstm_jax import LSTM
 from lstm_jax import pooling as pooling_lib
 
 
+def _encode(module: nn.Module, x: jax.Array, seq_lengths: Optional[jax.Array],
+            deterministic: bool) -> jax.Array:
+  """The encoder both models share, built inside `module`'s compact `__call__`: input
+  dropout, then the LSTM ('encoder'). <float32>[batch, time, features] ->
+  <float32>[batch, time, directions * hidden] (zero past each length)."""
+  if module.input_dropout:
+    x = nn.Dropout(module.input_dropout, deterministic=deterministic)(x)
+  h, _ = LSTM(hidden_size=module.hidden_size, num_layers=module.num_layers,
+              bidirectional=module.bidirectional, proj_size=module.proj_size,
+              dropout=module.dropout, name='encoder')(x, seq_lengths=seq_lengths,
+                                                      deterministic=deterministic)
+  return h
+
+
 class SpeechClassifier(nn.Module):
   """LSTM ('encoder') -> pooling ('pool' for attention) -> dropout -> Dense ('head').
 
@@ -45,12 +59,7 @@ class SpeechClassifier(nn.Module):
                deterministic: bool = True) -> jax.Array:
     """x: <float32>[batch, time, features], seq_lengths: <int32>[batch] ->
     <float32>[batch, num_classes] logits. Steps t >= seq_lengths are never read."""
-    if self.input_dropout:
-      x = nn.Dropout(self.input_dropout, deterministic=deterministic)(x)
-    h, _ = LSTM(hidden_size=self.hidden_size, num_layers=self.num_layers,
-                bidirectional=self.bidirectional, proj_size=self.proj_size,
-                dropout=self.dropout, name='encoder')(x, seq_lengths=seq_lengths,
-                                                      deterministic=deterministic)
+    h = _encode(self, x, seq_lengths, deterministic)
     if self.pooling == 'attention':
       z, _ = pooling_lib.AttentionPool(self.attention_size, name='pool')(h, seq_lengths)
     else:
@@ -86,12 +95,7 @@ class FrameTagger(nn.Module):
     """x: <float32>[batch, time, features], seq_lengths: <int32>[batch] ->
     <float32>[batch, time, num_classes] logits. Frames t >= seq_lengths are never read;
     their logits are the head's bias (the encoder outputs zeros there)."""
-    if self.input_dropout:
-      x = nn.Dropout(self.input_dropout, deterministic=deterministic)(x)
-    h, _ = LSTM(hidden_size=self.hidden_size, num_layers=self.num_layers,
-                bidirectional=self.bidirectional, proj_size=self.proj_size,
-                dropout=self.dropout, name='encoder')(x, seq_lengths=seq_lengths,
-                                                      deterministic=deterministic)
+    h = _encode(self, x, seq_lengths, deterministic)
     if self.head_dropout:
       h = nn.Dropout(self.head_dropout, deterministic=deterministic)(h)
     return nn.Dense(self.num_classes, name='head')(h)

@@ -237,19 +237,16 @@ def translate(translator: Callable, params: Any, batches: list[dict], n: int,
 # ---------------------------------------------------------------------------- report
 
 
-def test_perplexity(model: Seq2Seq, params: Any, batches: list[dict]) -> dict[str, float]:
-  """Teacher-forced per-token cross-entropy, perplexity and accuracy on the batches."""
-  @jax.jit
-  def stats(params, b):
-    logits, _ = model.apply({'params': params}, b['src'], b['src_len'], b['tgt_in'])
-    return token_stats(logits, b['tgt_out'], b['tgt_len'], b['weight'])
-
+def test_perplexity(eval_fn: Callable, params: Any, batches: list[dict]) -> dict[str, float]:
+  """Teacher-forced per-token cross-entropy, perplexity and accuracy on the batches, from
+  the task's `eval_fn` ({'loss': (sum, count), 'accuracy': (sum, count), ...})."""
+  stats = jax.jit(eval_fn)
   totals = {'loss': [0.0, 0.0], 'accuracy': [0.0, 0.0]}
   for b in batches:
-    out = stats(params, {k: v for k, v in b.items() if k != 'index'})
-    for k, (s, c) in out.items():
-      totals[k][0] += float(s)
-      totals[k][1] += float(c)
+    out = stats(params, b)
+    for k in totals:
+      totals[k][0] += float(out[k][0])
+      totals[k][1] += float(out[k][1])
   loss = totals['loss'][0] / max(totals['loss'][1], 1.0)
   return {'test_loss': round(loss, 5), 'test_perplexity': round(math.exp(loss), 4),
           'test_accuracy': round(totals['accuracy'][0] / max(totals['accuracy'][1], 1.0), 5)}
@@ -314,19 +311,17 @@ def build_task(config: ml_collections.ConfigDict) -> Task:
   tok = data.tokenizer
   model = make_model(config, tok.vocab_size)
   boundaries = tuple(int(b) for b in d.boundaries)
+  train_batches = tdata.BucketedBatches(data.train, batch_size=config.batch_size,
+                                        boundaries=boundaries, seed=config.seed,
+                                        max_len=d.max_len)
   # The loss normaliser (see model.training_loss): the mean target length (EOS included)
-  # of the training pairs that fit data.max_len, i.e. of what the batches hold on average.
+  # of the training pairs the batches draw from (those that fit data.max_len).
   tokens_per_example = float(np.mean(
-      [len(t) + 1 for s, t in zip(data.train.src, data.train.tgt)
-       if len(s) <= d.max_len and len(t) + 1 <= d.max_len] or [1]))
+      [len(data.train.tgt[i]) + 1 for i in np.concatenate(train_batches.buckets)]))
   label_smoothing = float(config.loss.label_smoothing)
   validation = subset(data.validation, d.eval_examples)
   eval_set = tdata.eval_batches(validation, batch_size=d.eval_batch_size,
                                 boundaries=boundaries)
-
-  train_batches = tdata.BucketedBatches(data.train, batch_size=config.batch_size,
-                                        boundaries=boundaries, seed=config.seed,
-                                        max_len=d.max_len)
 
   def forward(params, batch, rng=None, train=False):
     return model.apply({'params': params}, batch['src'], batch['src_len'], batch['tgt_in'],
@@ -361,7 +356,7 @@ def build_task(config: ml_collections.ConfigDict) -> Task:
         'params': 'final (not the best checkpoint)',
         'decode': {'beam_size': dec.beam_size, 'length_penalty': dec.length_penalty,
                    'max_len': f'{dec.max_len_ratio} * source pieces + {dec.max_len_offset}'}}
-    out.update(test_perplexity(model, params, batches))
+    out.update(test_perplexity(eval_fn, params, batches))
     hyps, seconds = {}, {}
     for name, fn in translators.items():
       t0 = time.time()
