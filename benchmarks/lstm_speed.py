@@ -1,8 +1,9 @@
-"""Speed and memory of `lstm_jax.LSTM` against `torch.nn.LSTM` and flax's LSTM, on CPU.
+"""Speed and memory of `lstm_jax.LSTM` against `torch.nn.LSTM` and flax's LSTM (CPU or GPU).
 
     .venv/bin/python -m benchmarks.lstm_speed [--quick] [--workloads B,T,I,H,L ...]
         [--repeats N] [--out results.json] [--md results.md] [--no-memory | --memory-only]
         [--models torch,lstm_jax,flax] [--modes train,infer] [--quiet-budget SECONDS]
+        [--device cpu|gpu]
 
 What is timed, per workload (batch B, time T, input I, hidden H, layers L), all in one
 process with the repeats interleaved (each repeat runs every model and mode in a rotated
@@ -163,12 +164,13 @@ def _jax_bench(init_params, apply_outputs: Callable, apply_full: Callable, x) ->
   return Bench(train, infer)
 
 
-def lstm_jax_model(w: Workload, remat: bool = False):
+def lstm_jax_model(w: Workload, remat: bool = False, unroll: Optional[int] = None):
   import lstm_jax
-  return lstm_jax.LSTM(hidden_size=w.hidden, num_layers=w.layers, remat=remat)
+  return lstm_jax.LSTM(hidden_size=w.hidden, num_layers=w.layers, remat=remat,
+                       unroll=unroll)
 
 
-def flax_model(w: Workload):
+def flax_model(w: Workload, unroll: Optional[int] = None):
   import flax.linen as nn
 
   class FlaxLSTMStack(nn.Module):
@@ -179,7 +181,8 @@ def flax_model(w: Workload):
     @nn.compact
     def __call__(self, x):
       for layer in range(self.layers):
-        x = nn.RNN(nn.OptimizedLSTMCell(self.hidden), name=f'rnn_{layer}')(x)
+        x = nn.RNN(nn.OptimizedLSTMCell(self.hidden), unroll=unroll or 1,
+                   name=f'rnn_{layer}')(x)
       return x
 
   return FlaxLSTMStack(w.hidden, w.layers)
@@ -190,39 +193,42 @@ def _jax_input(w: Workload):
   return jax.random.normal(jax.random.key(1), (w.batch, w.time, w.input))
 
 
-def build_lstm_jax(w: Workload, remat: bool = False) -> Bench:
+def build_lstm_jax(w: Workload, remat: bool = False, unroll: Optional[int] = None) -> Bench:
   import jax
-  model = lstm_jax_model(w, remat)
+  model = lstm_jax_model(w, remat, unroll)
   x = _jax_input(w)
   params = model.init(jax.random.key(0), x)['params']
   return _jax_bench(params, lambda p, x: model.apply({'params': p}, x)[0],
                     lambda p, x: model.apply({'params': p}, x), x)
 
 
-def build_flax(w: Workload) -> Bench:
+def build_flax(w: Workload, unroll: Optional[int] = None) -> Bench:
   import jax
-  model = flax_model(w)
+  model = flax_model(w, unroll)
   x = _jax_input(w)
   params = model.init(jax.random.key(0), x)['params']
   apply = lambda p, x: model.apply({'params': p}, x)  # noqa: E731
   return _jax_bench(params, apply, apply, x)
 
 
-def _torch_setup(w: Workload):
+def _torch_setup(w: Workload, device: str = 'cpu'):
   import torch
   torch.set_num_threads(cores())
   torch.manual_seed(0)
-  lstm = torch.nn.LSTM(w.input, w.hidden, w.layers, batch_first=True)
+  target = 'cuda' if device == 'gpu' else 'cpu'
+  lstm = torch.nn.LSTM(w.input, w.hidden, w.layers, batch_first=True).to(target)
   try:
     opt = torch.optim.Adam(lstm.parameters(), lr=1e-3, fused=True)
   except (TypeError, RuntimeError):  # Older torch: no fused CPU Adam.
     opt = torch.optim.Adam(lstm.parameters(), lr=1e-3)
-  x = torch.randn(w.batch, w.time, w.input)
+  x = torch.randn(w.batch, w.time, w.input, device=target)
   return torch, lstm, opt, x
 
 
-def build_torch(w: Workload) -> Bench:
-  torch, lstm, opt, x = _torch_setup(w)
+def build_torch(w: Workload, device: str = 'cpu') -> Bench:
+  torch, lstm, opt, x = _torch_setup(w, device)
+  # CUDA calls return before the work is done; CPU ones after.
+  sync = torch.cuda.synchronize if device == 'gpu' else (lambda: None)
 
   def train():
     opt.zero_grad(set_to_none=True)
@@ -230,16 +236,39 @@ def build_torch(w: Workload) -> Bench:
     loss = out.pow(2).mean()
     loss.backward()
     opt.step()
+    sync()
     return loss
 
   def infer():
     with torch.inference_mode():
-      return lstm(x)
+      out = lstm(x)
+    sync()
+    return out
 
   return Bench(train, infer)
 
 
+def torch_cuda_peak(w: Workload) -> dict[str, int]:
+  """Peak CUDA memory torch allocates over one training step, above what it held before."""
+  torch, lstm, opt, x = _torch_setup(w, 'gpu')
+  deltas = []
+  for _ in range(3):  # The first step also creates Adam's state.
+    opt.zero_grad(set_to_none=True)
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    lstm(x)[0].pow(2).mean().backward()
+    opt.step()
+    torch.cuda.synchronize()
+    deltas.append(torch.cuda.max_memory_allocated() - before)
+  return dict(first_step_peak_delta_bytes=deltas[0], steady_step_peak_delta_bytes=deltas[-1])
+
+
 BUILDERS = {'torch': build_torch, 'lstm_jax': build_lstm_jax, 'flax': build_flax}
+
+
+def build(name: str, w: Workload, device: str, unroll: Optional[int]) -> Bench:
+  return build_torch(w, device) if name == 'torch' else BUILDERS[name](w, unroll=unroll)
 
 
 # ------------------------------------------------------------------------------ timing
@@ -322,9 +351,10 @@ def _timed_with_load(fn: Callable[[], Any], iters: int) -> tuple[float, Optional
 def time_workload(w: Workload, models: tuple[str, ...], modes: tuple[str, ...],
                   repeats: int, target_s: float, min_iters: int, max_iters: int,
                   log: Callable[[str], None],
-                  policy: Optional[QuietPolicy] = None) -> dict[str, Any]:
+                  policy: Optional[QuietPolicy] = None, device: str = 'cpu',
+                  unroll: Optional[int] = None) -> dict[str, Any]:
   """Warm-up (first call = compile for JAX), then `repeats` kept interleaved timed rounds."""
-  benches = {name: BUILDERS[name](w) for name in models}
+  benches = {name: build(name, w, device, unroll) for name in models}
   entries = [(name, mode) for name in models for mode in modes]
   out: dict[str, Any] = {name: {} for name in models}
   for name, mode in entries:
@@ -512,8 +542,9 @@ def measured_rss(framework: str, w: Workload, remat: bool, timeout: float = 300)
 
 def memory_section(lengths: tuple[int, ...], frameworks: tuple[str, ...], measure_rss: bool,
                    log: Callable[[str], None], shape: Optional[dict[str, int]] = None,
-                   rss_cases: Optional[set] = None) -> list:
-  """XLA analysis for every JAX case; measured RSS for those in `rss_cases` (None: all)."""
+                   rss_cases: Optional[set] = None, device: str = 'cpu') -> list:
+  """XLA analysis for every JAX case; measured RSS for those in `rss_cases` (None: all);
+  on GPU torch's CUDA allocator peak instead of RSS."""
   shape = shape or MEMORY_SHAPE
   rows = []
   for time_steps in lengths:
@@ -526,7 +557,10 @@ def memory_section(lengths: tuple[int, ...], frameworks: tuple[str, ...], measur
       row: dict[str, Any] = dict(framework=framework, remat=remat, workload=w._asdict())
       if framework != 'torch':
         row['xla'] = xla_memory(framework, w, remat)
-      if measure_rss and (rss_cases is None or (framework, remat) in rss_cases):
+      if device == 'gpu':
+        if framework == 'torch':
+          row['rss'] = torch_cuda_peak(w)
+      elif measure_rss and (rss_cases is None or (framework, remat) in rss_cases):
         row['rss'] = measured_rss(framework, w, remat)
       rows.append(row)
       xla = row.get('xla', {})
@@ -561,11 +595,17 @@ def environment() -> dict[str, Any]:
                                if line.startswith('model name')), None)
   except OSError:
     env['cpu_model'] = None
+  env['jax_default_matmul_precision'] = str(jax.config.jax_default_matmul_precision)
   if have_torch():
     import torch
     env['torch'] = torch.__version__
     env['torch_threads'] = cores()
     env['torch_mkldnn'] = bool(torch.backends.mkldnn.is_available())
+    if torch.cuda.is_available():
+      env['torch_cuda_device'] = torch.cuda.get_device_name()
+      env['torch_cudnn'] = torch.backends.cudnn.version()
+      env['torch_cudnn_allow_tf32'] = torch.backends.cudnn.allow_tf32
+      env['torch_matmul_allow_tf32'] = torch.backends.cuda.matmul.allow_tf32
   return env
 
 
@@ -587,13 +627,23 @@ def _others(timings: dict[str, Any], mode: str) -> str:
 
 def markdown(results: dict[str, Any]) -> str:
   env = results['environment']
-  lines = ['# lstm-jax vs torch.nn.LSTM vs flax OptimizedLSTMCell (CPU)', '',
-           f'{env.get("cpu_model")}, {env["cores"]} cores; jax {env["jax"]}, '
+  gpu = results['args'].get('device') == 'gpu'
+  hardware = (f'{env.get("torch_cuda_device") or env["jax_devices"][0]} (torch: cuDNN '
+              f'{env.get("torch_cudnn")}, TF32 allowed in cuDNN: '
+              f'{env.get("torch_cudnn_allow_tf32")}, in matmuls: '
+              f'{env.get("torch_matmul_allow_tf32")}; jax default matmul precision: '
+              f'{env.get("jax_default_matmul_precision")})' if gpu else
+              f'{env.get("cpu_model")}, {env["cores"]} cores')
+  lines = [f'# lstm-jax vs torch.nn.LSTM vs flax OptimizedLSTMCell ({"GPU" if gpu else "CPU"})',
+           '',
+           f'{hardware}; jax {env["jax"]}, '
            f'flax {env["flax"]}, optax {env["optax"]}, torch {env.get("torch", "absent")} '
            f'({env.get("torch_threads", "-")} threads, fused Adam); Python {env["python"]}.',
            f'Malloc: {"tuned (" + ", ".join(f"{k}={v}" for k, v in TUNED_MALLOC.items()) + ")" if env["malloc_tuned"] else "glibc defaults"}'
            f' (malloc env vars set: {env["malloc_env"] or "none"}). XLA_FLAGS: '
-           f'{env["xla_flags"] or "none"}.',
+           f'{env["xla_flags"] or "none"}. JAX models\' `lax.scan` unroll: '
+           + (f'{results["args"]["unroll"]}.' if results['args'].get('unroll') else
+              'their defaults (lstm_jax: 8 on GPU, 1 elsewhere; flax: 1).'),
            f'{results["args"]["repeats"]} interleaved repeats; ms per step, median '
            '(min-max over repeats). Speed-up = torch median / model median '
            '(> 1: faster than torch). Load average before/after: '
@@ -645,10 +695,13 @@ def markdown(results: dict[str, Any]) -> str:
               f'H={shape["hidden"]}, L={shape["layers"]}), MiB', '',
               'XLA = compiled step\'s `memory_analysis()`: temp (all intermediates, incl. '
               'residuals kept for the backward pass) and temp + args + outputs - donated '
-              'aliases. RSS = measured rise of the resident set in a fresh process: over '
-              'the first step (above RSS after setup and AOT compile) and over a later '
-              '(steady) step.', '',
-              '| T | model | remat | XLA temp | XLA total | RSS first step | RSS steady step |',
+              'aliases. ' + ('measured = torch\'s CUDA allocator peak over a step above '
+                             'what it held before (first step, third step).' if gpu else
+                             'RSS = measured rise of the resident set in a fresh process: '
+                             'over the first step (above RSS after setup and AOT compile) '
+                             'and over a later (steady) step.'), '',
+              f'| T | model | remat | XLA temp | XLA total | {"measured" if gpu else "RSS"} '
+              f'first step | {"measured" if gpu else "RSS"} steady step |',
               '|---:|---|---|---:|---:|---:|---:|']
     mib = lambda v: 'n/a' if v is None else f'{v / 2**20:.1f}'  # noqa: E731
     for row in results['memory']:
@@ -700,6 +753,11 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                       'which other processes used > 20%% of the cores, spending at most '
                       'SECONDS on that in the whole run, at most 20 s per wait (default 240; '
                       'quick 0; 0 = off)')
+  parser.add_argument('--device', choices=('cpu', 'gpu'), default='cpu',
+                      help='gpu: JAX on its GPU backend, torch on cuda (cuDNN)')
+  parser.add_argument('--unroll', type=int, default=None,
+                      help="lax.scan's unroll for both JAX models (default: each library's "
+                      'own: lstm_jax 8 on GPU and 1 on CPU, flax 1)')
   parser.add_argument('--out', help='write the JSON results here')
   parser.add_argument('--md', help='write the markdown tables here too')
   parser.add_argument('--_rss-worker', dest='rss_worker', help=argparse.SUPPRESS)
@@ -728,21 +786,31 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
   lengths = args.memory_lengths or (QUICK_MEMORY_LENGTHS if args.quick else MEMORY_LENGTHS)
   memory_shape = dict(batch=4, input=8, hidden=16, layers=1) if args.quick else MEMORY_SHAPE
 
+  if args.device == 'gpu':
+    import jax
+    if jax.default_backend() != 'gpu':
+      parser.error(f'--device gpu: JAX runs on {jax.default_backend()!r}; install jax[cuda12] '
+                   'or jax[cuda13] (README) and check jax.devices()')
+    if 'torch' in models:
+      import torch
+      if not torch.cuda.is_available():
+        parser.error('--device gpu: torch sees no CUDA device; install a CUDA build of torch '
+                     'or pass --models lstm_jax,flax')
   log = functools.partial(print, file=sys.stderr, flush=True)
   results: dict[str, Any] = dict(
       environment=environment(), loadavg_before=_loadavg(),
-      args=dict(quick=args.quick, models=list(models), modes=list(modes), repeats=repeats,
+      args=dict(quick=args.quick, device=args.device, unroll=args.unroll, models=list(models), modes=list(modes), repeats=repeats,
                 target_ms=target_s * 1e3, min_iters=min_iters, max_iters=max_iters,
                 loss='mean(outputs ** 2)', optimizer='Adam lr=1e-3 (optax.adam; torch fused)',
                 torch_adam_fused=True),
       workloads=[], memory=[])
   log(f'environment: {json.dumps(results["environment"])}')
   policy = QuietPolicy(args.quiet_budget if args.quiet_budget is not None
-                       else (0.0 if args.quick else 240.0))
+                       else (0.0 if args.quick or args.device == 'gpu' else 240.0))
   for w in () if args.memory_only else workloads:
     log(f'workload {w.name} ({w.forward_flop / 1e9:.2f} GFLOP forward)')
     timings = time_workload(w, models, modes, repeats, target_s, min_iters, max_iters, log,
-                            policy if policy.budget_s > 0 else None)
+                            policy if policy.budget_s > 0 else None, args.device, args.unroll)
     item = dict(workload=w._asdict(), forward_gflop=w.forward_flop / 1e9, timings=timings,
                 speedup=speedups(timings))
     results['workloads'].append(item)
@@ -753,7 +821,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
   if not args.no_memory:
     log('memory')
     results['memory'] = memory_section(lengths, models, not args.no_rss, log, memory_shape,
-                                       QUICK_RSS_CASES if args.quick else None)
+                                       QUICK_RSS_CASES if args.quick else None, args.device)
   results['loadavg_after'] = _loadavg()
   results['quiet_policy'] = dict(budget_s=policy.budget_s, threshold=policy.threshold,
                                  spent_s=policy.spent_s, discarded_rounds=policy.discarded)

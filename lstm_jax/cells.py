@@ -244,7 +244,7 @@ class LSTMCell(nn.Module):
       evaluation the expectation is used.
     recurrent_dropout: variational dropout rate on the recurrent input h_prev, one mask per
       sequence (Gal & Ghahramani 2016).
-    unroll: the `unroll` of `lax.scan`.
+    unroll: the `unroll` of `lax.scan`; None: `unroll.default_unroll()` (8 on GPU, else 1).
     remat: recompute the step's activations in the backward pass instead of storing them.
     dtype: matmul dtype (e.g. jnp.bfloat16); gate arithmetic and the state stay float32.
     param_dtype: parameter dtype.
@@ -267,7 +267,7 @@ class LSTMCell(nn.Module):
   zoneout_cell: float = 0.0
   zoneout_hidden: float = 0.0
   recurrent_dropout: float = 0.0
-  unroll: int = 1
+  unroll: Optional[int] = None
   remat: bool = False
   dtype: Any = None
   param_dtype: Any = jnp.float32
@@ -443,7 +443,7 @@ class _SimpleStateCell(nn.Module):
   hidden_size: int
   zoneout_hidden: float = 0.0
   recurrent_dropout: float = 0.0
-  unroll: int = 1
+  unroll: Optional[int] = None
   remat: bool = False
   dtype: Any = None
   param_dtype: Any = jnp.float32

@@ -4,8 +4,9 @@ Measured on CPU (see ../shared notes and benchmarks/), three choices make it fas
 
 * one `[x_t, h_{t-1}] @ W` matmul per step, W = [[W_x], [W_h]] of shape [I + H, 4H];
 * the backward scan carries only (dh, dc) and emits dz_t, the gradient of the gate
-  pre-activations; dW, db and dx are then one large matmul each after the loop, instead
-  of the rank-`batch` weight update per step that autodiff through `lax.scan` does;
+  pre-activations; dW, db and dx are then one large matmul each after the loop (after
+  each chunk of steps on long sequences), instead of the rank-`batch` weight update per
+  step that autodiff through `lax.scan` does;
 * tanh(z) = 2 sigmoid(2z) - 1 lets a single sigmoid produce all four activations, while
   the backward pass reads them as four separate [time, batch, H] arrays: slicing gates
   out of one scanned [batch, 4H] array cost several times more per step on CPU.
@@ -21,6 +22,8 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from lstm_jax.unroll import default_unroll
+
 Array = jax.Array
 
 
@@ -32,19 +35,38 @@ def _gate_constants(hidden: int) -> tuple[Array, Array]:
 
 def _activations(w: Array, b: Array, x: Array, h: Array, scale: Array, is_g: Array) -> Array:
   """<float32>[batch, 4H]: (i, f, g, o) after their nonlinearities."""
-  z = jnp.dot(jnp.concatenate([x, h], axis=-1), w) + b
+  return _nonlinearities(jnp.dot(jnp.concatenate([x, h], axis=-1), w) + b, scale, is_g)
+
+
+def _nonlinearities(z: Array, scale: Array, is_g: Array) -> Array:
   a = jax.nn.sigmoid(z * scale)
   return jnp.where(is_g, 2.0 * a - 1.0, a)
 
 
-def _scan_forward(w, b, xs, valid, h0, c0, unroll, save_activations):
+# At this batch size or below the forward pass projects all inputs before the loop and
+# each step multiplies h alone: measured on 2 CPU cores, B=1 inference 17% faster. With
+# more rows per step reading the step's slice of the projection cost more than the
+# fused [x, h] matmul saves (B=16: 2x slower), see benchmarks/README.md.
+HOIST_MAX_BATCH = 2
+
+
+def _scan_forward(w, b, xs, valid, h0, c0, unroll, save):
+  """save: None (inference: keep nothing per step), 'state' (remat: c and h) or 'all'."""
   hidden = h0.shape[-1]
   scale, is_g = _gate_constants(hidden)
+  hoist = xs.shape[1] <= HOIST_MAX_BATCH
+  if hoist:
+    features = xs.shape[-1]
+    w_h = w[features:]
+    xs = jnp.einsum('tbi,ig->tbg', xs, w[:features]) + b
 
   def body(carry, inputs):
     h, c = carry
     x, ok = inputs
-    acts = _activations(w, b, x, h, scale, is_g)
+    if hoist:  # x is already x @ W_x + b.
+      acts = _nonlinearities(x + jnp.dot(h, w_h), scale, is_g)
+    else:
+      acts = _activations(w, b, x, h, scale, is_g)
     i, f, g, o = jnp.split(acts, 4, axis=-1)
     c_new = f * c + i * g
     h_new = o * jnp.tanh(c_new)
@@ -54,8 +76,8 @@ def _scan_forward(w, b, xs, valid, h0, c0, unroll, save_activations):
       c_new = jnp.where(keep, c_new, c)
       y = jnp.where(keep, h_new, 0.0)
       h_new = jnp.where(keep, h_new, h)
-    saved = ((i, f, g, o) if save_activations else None, c_new,
-             h_new if ok is not None else None)
+    saved = None if save is None else ((i, f, g, o) if save == 'all' else None, c_new,
+                                       h_new if ok is not None else None)
     return (h_new, c_new), (y, saved)
 
   return jax.lax.scan(body, (h0, c0), (xs, valid), unroll=unroll)
@@ -64,21 +86,41 @@ def _scan_forward(w, b, xs, valid, h0, c0, unroll, save_activations):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
 def _lstm(w: Array, b: Array, xs: Array, valid: Optional[Array], h0: Array, c0: Array,
           unroll: int, remat: bool):
-  (h, c), (ys, _) = _scan_forward(w, b, xs, valid, h0, c0, unroll, False)
+  (h, c), (ys, _) = _scan_forward(w, b, xs, valid, h0, c0, unroll, None)
   return (h, c), ys
 
 
 def _lstm_fwd(w, b, xs, valid, h0, c0, unroll, remat):
-  (h, c), (ys, (acts, cs, hs)) = _scan_forward(w, b, xs, valid, h0, c0, unroll, not remat)
+  save = 'state' if remat else 'all'
+  (h, c), (ys, (acts, cs, hs)) = _scan_forward(w, b, xs, valid, h0, c0, unroll, save)
   if hs is None:  # Without masking the carried h is the output.
     hs = ys
   return ((h, c), ys), (w, b, xs, valid, h0, c0, acts, cs, hs)
 
 
+# The backward pass walks the sequence in chunks of this many steps when it is long and
+# the chunks hold enough rows (see `_backward_chunk`).
+BACKWARD_CHUNK = 50
+
+
+def _backward_chunk(time: int, batch: int) -> Optional[int]:
+  """Steps per chunk of the backward pass, or None for one pass over the whole sequence.
+
+  Chunking accumulates dW chunk by chunk, right after that chunk's dz is computed and
+  while it is still in cache, and never builds the whole [time, batch, 4H] dz. Measured
+  on 2 CPU cores (benchmarks/README.md): 21% faster at B=16, T >= 1000; no gain or a loss
+  when a chunk's matmuls have few rows (B=1) or there are only a few chunks (T <= 100).
+  """
+  if time >= 10 * BACKWARD_CHUNK and BACKWARD_CHUNK * batch >= 256:
+    return BACKWARD_CHUNK
+  return None
+
+
 def _lstm_bwd(unroll, remat, residuals, cotangents):
   w, b, xs, valid, h0, c0, acts, cs, hs = residuals
   (dh_final, dc_final), dys = cotangents
-  features, hidden = xs.shape[-1], h0.shape[-1]
+  time, batch, features = xs.shape
+  hidden = h0.shape[-1]
   scale, is_g = _gate_constants(hidden)
   w_x, w_h = w[:features], w[features:]
   w_h_t = w_h.T
@@ -108,17 +150,43 @@ def _lstm_bwd(unroll, remat, residuals, cotangents):
       dc_prev = dc_prev + jnp.where(keep, 0.0, dc_next)
     return (dh_prev, dc_prev), dz
 
-  scanned = (dys, valid, acts, cs, cs_prev, xs if remat else None,
-             hs_prev if remat else None)
-  (dh0, dc0), dzs = jax.lax.scan(body, (dh_final, dc_final), scanned, reverse=True,
-                                 unroll=unroll)
   # These contract the batch axis; under an Explicit-sharding mesh a batch-sharded
   # contraction must be told its output sharding: that of the weights.
   like_w = jax.typeof(w).sharding
-  dw = jnp.concatenate([jnp.einsum('tbi,tbg->ig', xs, dzs, out_sharding=like_w),
-                        jnp.einsum('tbh,tbg->hg', hs_prev, dzs, out_sharding=like_w)], axis=0)
-  db = dzs.sum(axis=(0, 1))
-  dxs = jnp.einsum('tbg,ig->tbi', dzs, w_x)
+
+  def steps_backward(carry, span):
+    """Backward over a stretch of steps: (carry before it, dW, db, dx of its steps)."""
+    scanned, x, h_prev = span
+    carry, dz = jax.lax.scan(body, carry, scanned, reverse=True, unroll=unroll)
+    dw = jnp.concatenate([jnp.einsum('tbi,tbg->ig', x, dz, out_sharding=like_w),
+                          jnp.einsum('tbh,tbg->hg', h_prev, dz, out_sharding=like_w)], axis=0)
+    return carry, dw, dz.sum(axis=(0, 1)), jnp.einsum('tbg,ig->tbi', dz, w_x)
+
+  span = ((dys, valid, acts, cs, cs_prev, xs if remat else None, hs_prev if remat else None),
+          xs, hs_prev)
+  carry = (dh_final, dc_final)
+  chunk = _backward_chunk(time, batch)
+  if chunk is None:
+    carry, dw, db, dxs = steps_backward(carry, span)
+  else:
+    # The first `head` steps (time % chunk) go last, on their own, after the chunks.
+    head = time % chunk
+    chunks = jax.tree.map(lambda a: a[head:].reshape((-1, chunk) + a.shape[1:]), span)
+
+    def chunk_body(state, chunk_span):
+      carry, dw, db = state
+      carry, dw_chunk, db_chunk, dx = steps_backward(carry, chunk_span)
+      return (carry, dw + dw_chunk, db + db_chunk), dx
+
+    (carry, dw, db), dxs = jax.lax.scan(chunk_body, (carry, jnp.zeros_like(w), jnp.zeros_like(b)),
+                                        chunks, reverse=True)
+    dxs = dxs.reshape((-1,) + dxs.shape[2:])
+    if head:
+      carry, dw_head, db_head, dxs_head = steps_backward(
+          carry, jax.tree.map(lambda a: a[:head], span))
+      dw, db = dw + dw_head, db + db_head
+      dxs = jnp.concatenate([dxs_head, dxs], axis=0)
+  dh0, dc0 = carry
   return dw, db, dxs, None, dh0, dc0
 
 
@@ -126,7 +194,7 @@ _lstm.defvjp(_lstm_fwd, _lstm_bwd)
 
 
 def lstm(input_kernel: Array, recurrent_kernel: Array, bias: Array, xs: Array,
-         valid: Optional[Array], h0: Array, c0: Array, *, unroll: int = 1,
+         valid: Optional[Array], h0: Array, c0: Array, *, unroll: Optional[int] = None,
          remat: bool = False) -> tuple[tuple[Array, Array], Array]:
   """The plain LSTM over a time-major sequence, gates in PyTorch's (i, f, g, o) order.
 
@@ -137,7 +205,7 @@ def lstm(input_kernel: Array, recurrent_kernel: Array, bias: Array, xs: Array,
     xs: <float32>[time, batch, features].
     valid: <bool>[time, batch] or None; where False the state is carried and y is 0.
     h0, c0: <float32>[batch, H], the initial state.
-    unroll: `lax.scan`'s unroll, forward and backward.
+    unroll: `lax.scan`'s unroll, forward and backward; None: `unroll.default_unroll()`.
     remat: store only (h, c) per step and recompute the gates in the backward pass
       (4H fewer floats per step and batch row, one more matmul per step).
 
@@ -147,4 +215,6 @@ def lstm(input_kernel: Array, recurrent_kernel: Array, bias: Array, xs: Array,
   if xs.shape[0] == 0:  # No steps: the backward pass below assumes at least one.
     return (h0, c0), jnp.zeros(xs.shape[:2] + h0.shape[-1:], h0.dtype)
   w = jnp.concatenate([input_kernel, recurrent_kernel], axis=0)
+  if unroll is None:
+    unroll = default_unroll()
   return _lstm(w, bias, xs, valid, h0, c0, unroll, remat)

@@ -72,7 +72,7 @@ class RNN(nn.Module):
   zoneout_cell: float = 0.0
   zoneout_hidden: float = 0.0
   recurrent_dropout: float = 0.0
-  unroll: int = 1
+  unroll: Optional[int] = None
   remat: bool = False
   dtype: Any = None
   param_dtype: Any = jnp.float32

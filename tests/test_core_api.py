@@ -318,3 +318,41 @@ def test_chrono_init(options):
   assert np.all(b_f >= 0.0) and np.all(b_f <= np.log(max_length - 1) + 1e-6)
   assert np.std(b_f) > 0.3  # random, spread over [0, log 19 = 2.94]
   np.testing.assert_array_equal(rest, 0.0)
+
+
+# ------------------------------------------------------------------ default unroll
+
+def _scan_unrolls(jaxpr) -> list[int]:
+  """The `unroll` of every scan in a jaxpr, nested ones (custom VJPs, pjit) included."""
+  found = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == 'scan':
+      found.append(eqn.params['unroll'])
+    for param in eqn.params.values():
+      for sub in (param if isinstance(param, (tuple, list)) else [param]):
+        inner = getattr(sub, 'jaxpr', sub)
+        if hasattr(inner, 'eqns'):
+          found += _scan_unrolls(inner)
+  return found
+
+
+@pytest.mark.parametrize('cls, options', [
+    (LSTM, dict(hidden_size=H)),  # the fused path
+    (LSTM, dict(hidden_size=H, peepholes=True)),  # the generic path
+    (GRU, dict(hidden_size=H, bidirectional=True)),
+], ids=['fused', 'generic', 'gru_bidir'])
+def test_unroll_defaults_to_8_on_gpu_and_1_elsewhere(cls, options, monkeypatch):
+  x = jnp.ones((B, T, F))
+  model = cls(**options)
+  variables = model.init(jax.random.key(0), x)
+
+  def unrolls(**kw):
+    def loss(v):
+      return jnp.sum(cls(**options, **kw).apply(v, x, seq_lengths=jnp.asarray([6, 2, 0]))[0])
+    return set(_scan_unrolls(jax.make_jaxpr(jax.grad(loss))(variables).jaxpr))
+
+  assert unrolls() == {1}
+  assert unrolls(unroll=3) == {3}
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')  # Only traced, never run.
+  assert unrolls() == {8}
+  assert unrolls(unroll=2) == {2}

@@ -139,7 +139,14 @@ def _loss(run, valid, unroll, remat, w):
 @pytest.mark.parametrize('masked', [False, True])
 @pytest.mark.parametrize('remat', [False, True])
 @pytest.mark.parametrize('unroll', [1, 3])
-def test_fused_matches_generic(masked, remat, unroll):
+@pytest.mark.parametrize('chunk, hoist', [(None, False), (2, False), (None, True)],
+                         ids=['whole', 'chunked', 'hoisted'])
+def test_fused_matches_generic(masked, remat, unroll, chunk, hoist, monkeypatch):
+  # The paths the fused op takes for long sequences and for tiny batches, forced here:
+  # chunk=2 over 5 steps is one head step, then two chunks of two; hoisting projects the
+  # inputs before the loop.
+  monkeypatch.setattr(fused, '_backward_chunk', lambda time, batch: chunk)
+  monkeypatch.setattr(fused, 'HOIST_MAX_BATCH', 3 if hoist else 0)
   a = _plain_inputs()
   valid = valid_mask(jnp.asarray([5, 0, 2]), 5) if masked else None
   fused_out = _run_fused(a, valid, unroll, remat)

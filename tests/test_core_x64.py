@@ -54,6 +54,13 @@ for masked, remat, unroll in CASES:
   record(f'fused-masked{masked}-remat{remat}-unroll{unroll}',
          lambda: fused_case(masked, remat, unroll))
 
+# B = 2: the cases above project the inputs before the loop (fused.HOIST_MAX_BATCH).
+# This one takes the other forward, and the chunked backward of long sequences, forced
+# on this short one: T = 3 is one head step, then one chunk of 2.
+fused.HOIST_MAX_BATCH = 0
+fused._backward_chunk = lambda time, batch: 2
+record('fused-chunked-unhoisted-masked', lambda: fused_case(True, False, 1))
+
 MODULES = {
   'peepholes_ln_proj_clip': dict(peepholes=True, layer_norm=True, proj_size=3, cell_clip=0.5),
   'cifg_fgr_niaf_noaf': dict(coupled=True, full_gate_recurrence=True, peepholes=True,
@@ -83,7 +90,7 @@ json.dump(results, sys.stdout)
 '''
 
 CASES = [(False, False, 1), (True, False, 2), (True, True, 3)]
-NAMES = [f'fused-masked{m}-remat{r}-unroll{u}' for m, r, u in CASES] + [
+NAMES = [f'fused-masked{m}-remat{r}-unroll{u}' for m, r, u in CASES] + ['fused-chunked-unhoisted-masked'] + [
     f'module-{n}' for n in ('peepholes_ln_proj_clip', 'cifg_fgr_niaf_noaf',
                             'nfg_zoneout_bidir', 'gru_2layer_bidir_residual')]
 
