@@ -1,10 +1,14 @@
-"""The same global batch gives the same losses whatever the devices, processes or mode."""
+"""The same global batch gives the same losses whatever the devices, processes or mode;
+in pmap mode each device draws its own dropout masks."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 
-from conftest import REFERENCE, REFERENCE_STEPS, reference_until
+from conftest import REFERENCE, REFERENCE_STEPS, REPO, reference_until
 
 
 def _assert_same(losses: dict, reference: dict, steps=None) -> None:
@@ -55,3 +59,37 @@ def test_2_processes_x_2_devices_match_1_process(train_cli, reference_losses, tm
     assert p.returncode == 0, err[-4000:]
   assert '2 process(es)' in outputs[0][1] and 'on 4 device(s)' in outputs[0][1]
   _assert_same(train_cli.losses(workdir), reference_losses)
+
+
+PMAP_DROPOUT_SCRIPT = '''
+import types
+import jax, jax.numpy as jnp, numpy as np, optax
+from lstm_jax import parallel
+from lstm_jax.train.state import TrainState
+from lstm_jax.train.trainer import make_steps
+
+def loss_fn(params, batch, rng, train):
+  keep = jax.random.bernoulli(rng, 0.5, batch['x'].shape)  # a dropout mask
+  kept = jnp.mean(keep.astype(jnp.float32))
+  return jnp.mean(params['w'] * batch['x'] * keep), {'kept': kept, 'kept_sq': kept ** 2}
+
+task = types.SimpleNamespace(loss_fn=loss_fn, eval_fn=None)
+tx = optax.sgd(0.1)
+mesh = parallel.make_mesh()
+train, _ = make_steps(task, tx, lambda step: 0.1, 0, 'pmap', mesh)
+state = TrainState.create({'w': jnp.ones(())}, tx)
+rows = np.ones((8, 64), np.float32)  # the same examples on every device
+_, metrics = train(state, parallel.pmap_batch({'x': rows}, mesh))
+# Metrics are means over devices: mean(kept^2) - mean(kept)^2 is the spread of the
+# devices' kept fractions, exactly 0 if they all drew the same mask.
+print(float(metrics['kept_sq'] - metrics['kept'] ** 2))
+'''
+
+
+def test_pmap_devices_draw_their_own_dropout_masks(train_cli):
+  proc = subprocess.run([sys.executable, '-c', PMAP_DROPOUT_SCRIPT], cwd=REPO,
+                        env=train_cli.env(devices=4), capture_output=True, text=True,
+                        timeout=120)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  spread = float(proc.stdout.strip().splitlines()[-1])
+  assert spread > 1e-4, spread

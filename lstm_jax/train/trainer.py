@@ -118,11 +118,13 @@ def make_steps(task: Task, tx, schedule, seed: int, mode: str, mesh):
 
   # pmap: the same math, per device, with explicit means. The loss is a mean over
   # examples and every device holds as many, so the mean of means is the global mean.
+  # Each device folds its index into the step's key: its examples get their own dropout
+  # masks, not a copy of device 0's.
   axis = parallel.DATA_AXIS
 
   def ptrain_step(state, batch):
-    loss, metrics, grads = _loss_and_grads(task, state.params, batch,
-                                           jax.random.fold_in(root, state.step))
+    rng = jax.random.fold_in(jax.random.fold_in(root, state.step), jax.lax.axis_index(axis))
+    loss, metrics, grads = _loss_and_grads(task, state.params, batch, rng)
     loss, metrics, grads = jax.lax.pmean((loss, metrics, grads), axis)
     return finish(state, loss, metrics, grads)
 
