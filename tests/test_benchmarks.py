@@ -1,22 +1,23 @@
 """Smoke test of benchmarks/lstm_speed.py: its --quick mode runs end to end on one tiny
-workload and writes well-formed JSON and markdown (timings themselves are not checked)."""
+workload and writes well-formed JSON and markdown (timings themselves are not checked);
+--device gpu without a GPU stops with the fix."""
 
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
 
 import pytest
 
-pytest.importorskip('torch')
-
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
 def test_lstm_speed_quick(tmp_path):
+  pytest.importorskip('torch')
   out, md = tmp_path / 'results.json', tmp_path / 'results.md'
   proc = subprocess.run(
       [sys.executable, '-m', 'benchmarks.lstm_speed', '--quick', '--out', str(out),
@@ -51,3 +52,13 @@ def test_lstm_speed_quick(tmp_path):
   assert text == proc.stdout
   for heading in ('## Training step', '## Inference', '## JAX compile time', '## Peak memory'):
     assert heading in text
+
+
+def test_gpu_mode_without_a_gpu_says_how_to_fix():
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  proc = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.lstm_speed', '--device', 'gpu', '--quick',
+       '--no-memory'], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert "--device gpu: JAX runs on 'cpu'" in proc.stderr
+  assert 'jax[cuda' in proc.stderr
