@@ -762,6 +762,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
   parser.add_argument('--md', help='write the markdown tables here too')
   parser.add_argument('--_rss-worker', dest='rss_worker', help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
+  if args.device == 'cpu' or args.rss_worker:
+    import jax
+    jax.config.update('jax_platforms', 'cpu')  # Also on a machine that has a GPU.
 
   if args.rss_worker:
     print(json.dumps(rss_worker(json.loads(args.rss_worker))))
@@ -799,7 +802,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
   log = functools.partial(print, file=sys.stderr, flush=True)
   results: dict[str, Any] = dict(
       environment=environment(), loadavg_before=_loadavg(),
-      args=dict(quick=args.quick, device=args.device, unroll=args.unroll, models=list(models), modes=list(modes), repeats=repeats,
+      args=dict(quick=args.quick, device=args.device, unroll=args.unroll, models=list(models),
+                modes=list(modes), repeats=repeats,
                 target_ms=target_s * 1e3, min_iters=min_iters, max_iters=max_iters,
                 loss='mean(outputs ** 2)', optimizer='Adam lr=1e-3 (optax.adam; torch fused)',
                 torch_adam_fused=True),
