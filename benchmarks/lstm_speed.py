@@ -264,11 +264,11 @@ def torch_cuda_peak(w: Workload) -> dict[str, int]:
   return dict(first_step_peak_delta_bytes=deltas[0], steady_step_peak_delta_bytes=deltas[-1])
 
 
-BUILDERS = {'torch': build_torch, 'lstm_jax': build_lstm_jax, 'flax': build_flax}
-
-
 def build(name: str, w: Workload, device: str, unroll: Optional[int]) -> Bench:
-  return build_torch(w, device) if name == 'torch' else BUILDERS[name](w, unroll=unroll)
+  """torch takes the device; the JAX models run on JAX's default backend."""
+  if name == 'torch':
+    return build_torch(w, device)
+  return build_lstm_jax(w, unroll=unroll) if name == 'lstm_jax' else build_flax(w, unroll)
 
 
 # ------------------------------------------------------------------------------ timing
