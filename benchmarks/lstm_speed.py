@@ -2,7 +2,8 @@
 
     .venv/bin/python -m benchmarks.lstm_speed [--quick] [--workloads B,T,I,H,L ...]
         [--repeats N] [--out results.json] [--md results.md] [--no-memory | --memory-only]
-        [--models torch,lstm_jax,flax] [--modes train,infer] [--quiet-budget SECONDS]
+        [--models torch,lstm_jax,flax[,lstm_jax_dp]] [--modes train,infer]
+        [--quiet-budget SECONDS]
         [--device cpu|gpu]
 
 What is timed, per workload (batch B, time T, input I, hidden H, layers L), all in one
@@ -17,7 +18,9 @@ order, a few iterations each) and the median over repeats reported:
 
 Models: `lstm_jax.LSTM(H, num_layers=L)` through its public `model.apply(variables, x)`
 with batch-first x [B, T, I]; `torch.nn.LSTM(I, H, L, batch_first=True)` with
-`torch.set_num_threads(<cores>)`; flax `nn.RNN(nn.OptimizedLSTMCell(H))` stacked L times.
+`torch.set_num_threads(<cores>)`; flax `nn.RNN(nn.OptimizedLSTMCell(H))` stacked L times;
+opt-in `lstm_jax_dp`: lstm_jax with the batch sharded over all local devices (on CPU, one
+host device per core), as the harness's data parallelism runs it.
 Each JAX call is followed by `jax.block_until_ready`; wall time by `time.perf_counter`.
 Compile time = first call minus the steady-state median (tracing + XLA compilation).
 
@@ -67,6 +70,9 @@ MALLOC_VARS = ('MALLOC_MMAP_MAX_', 'MALLOC_TRIM_THRESHOLD_', 'MALLOC_MMAP_THRESH
                'MALLOC_TOP_PAD_', 'MALLOC_ARENA_MAX', 'LD_PRELOAD')
 TUNED_MALLOC = {'MALLOC_MMAP_MAX_': '0', 'MALLOC_TRIM_THRESHOLD_': '17179869184'}
 MODELS = ('torch', 'lstm_jax', 'flax')
+# Opt-in: lstm_jax with the batch split over all local devices (on CPU, one XLA host device
+# per core), the way the training harness runs data parallel. Not in the default run.
+DATA_PARALLEL = 'lstm_jax_dp'
 MODES = ('train', 'infer')
 
 
@@ -151,7 +157,7 @@ def _jax_bench(init_params, apply_outputs: Callable, apply_full: Callable, x) ->
 
   infer_fn = jax.jit(apply_full)
   infer_params = jax.tree.map(jnp.copy, init_params)  # train_step donates its own copy.
-  state = [init_params, tx.init(init_params)]
+  state = [init_params, jax.jit(tx.init)(init_params)]  # Placed like the parameters.
 
   def train():
     params, opt_state, loss = train_step(state[0], state[1], x)
@@ -198,6 +204,23 @@ def build_lstm_jax(w: Workload, remat: bool = False, unroll: Optional[int] = Non
   model = lstm_jax_model(w, remat, unroll)
   x = _jax_input(w)
   params = model.init(jax.random.key(0), x)['params']
+  return _jax_bench(params, lambda p, x: model.apply({'params': p}, x)[0],
+                    lambda p, x: model.apply({'params': p}, x), x)
+
+
+def build_lstm_jax_data_parallel(w: Workload, unroll: Optional[int] = None) -> Optional[Bench]:
+  """lstm_jax with x's batch sharded over all local devices and the parameters replicated;
+  XLA inserts the gradient all-reduce. None when the batch does not split evenly."""
+  import jax
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec
+  devices = jax.local_devices()
+  if w.batch % len(devices):
+    return None
+  mesh = Mesh(np.array(devices), ('batch',))
+  model = lstm_jax_model(w, unroll=unroll)
+  x = jax.device_put(_jax_input(w), NamedSharding(mesh, PartitionSpec('batch')))
+  params = jax.device_put(model.init(jax.random.key(0), x)['params'],
+                          NamedSharding(mesh, PartitionSpec()))
   return _jax_bench(params, lambda p, x: model.apply({'params': p}, x)[0],
                     lambda p, x: model.apply({'params': p}, x), x)
 
@@ -264,10 +287,12 @@ def torch_cuda_peak(w: Workload) -> dict[str, int]:
   return dict(first_step_peak_delta_bytes=deltas[0], steady_step_peak_delta_bytes=deltas[-1])
 
 
-def build(name: str, w: Workload, device: str, unroll: Optional[int]) -> Bench:
+def build(name: str, w: Workload, device: str, unroll: Optional[int]) -> Optional[Bench]:
   """torch takes the device; the JAX models run on JAX's default backend."""
   if name == 'torch':
     return build_torch(w, device)
+  if name == DATA_PARALLEL:
+    return build_lstm_jax_data_parallel(w, unroll)
   return build_lstm_jax(w, unroll=unroll) if name == 'lstm_jax' else build_flax(w, unroll)
 
 
@@ -355,6 +380,8 @@ def time_workload(w: Workload, models: tuple[str, ...], modes: tuple[str, ...],
                   unroll: Optional[int] = None) -> dict[str, Any]:
   """Warm-up (first call = compile for JAX), then `repeats` kept interleaved timed rounds."""
   benches = {name: build(name, w, device, unroll) for name in models}
+  benches = {name: bench for name, bench in benches.items() if bench is not None}
+  models = tuple(benches)
   entries = [(name, mode) for name in models for mode in modes]
   out: dict[str, Any] = {name: {} for name in models}
   for name, mode in entries:
@@ -413,7 +440,7 @@ def speedups(timings: dict[str, Any]) -> dict[str, Any]:
   result = {}
   for mode in MODES:
     row = {}
-    for name in ('lstm_jax', 'flax'):
+    for name in ('lstm_jax', 'flax', DATA_PARALLEL):
       if mode in timings.get('torch', {}) and mode in timings.get(name, {}):
         row[f'torch/{name}'] = (timings['torch'][mode]['median_ms']
                                 / timings[name][mode]['median_ms'])
@@ -587,6 +614,7 @@ def environment() -> dict[str, Any]:
       cpu_count=os.cpu_count(), jax_devices=[str(d) for d in jax.devices()],
       malloc_env={k: os.environ[k] for k in MALLOC_VARS if k in os.environ},
       xla_flags=os.environ.get('XLA_FLAGS'),
+      jax_num_cpu_devices=jax.config.jax_num_cpu_devices,
       omp_num_threads=os.environ.get('OMP_NUM_THREADS'))
   env['malloc_tuned'] = all(os.environ.get(k) == v for k, v in TUNED_MALLOC.items())
   try:
@@ -660,12 +688,16 @@ def markdown(results: dict[str, Any]) -> str:
               if results['quiet_policy']['budget_s'] else ''), '']
   titles = {'train': 'Training step (forward + loss + backward + Adam)',
             'infer': 'Inference (forward only)'}
+  data_parallel = DATA_PARALLEL in results['args']['models']
+  dp_name = f'lstm_jax x{len(env["jax_devices"])} devices'
   for mode in results['args']['modes']:
     lines += [f'## {titles[mode]}', '',
               '| workload (B T I H L) | fwd GFLOP | torch ms | lstm_jax ms | flax ms '
               '| torch/lstm_jax | torch/flax | flax/lstm_jax | lstm_jax GFLOP/s '
-              '| others\' CPU |',
-              '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+              + (f'| {dp_name} ms | torch/({dp_name}) ' if data_parallel else '')
+              + '| others\' CPU |',
+              '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|'
+              + ('---:|---:|' if data_parallel else '')]
     for item in results['workloads']:
       t, s = item['timings'], item['speedup'].get(mode, {})
       w = Workload(**item['workload'])
@@ -675,8 +707,16 @@ def markdown(results: dict[str, Any]) -> str:
       lines.append(f'| {w.name} | {w.forward_flop / 1e9:.2f} | {_ms(t.get("torch", {}).get(mode))} '
                    f'| {_ms(jx)} | {_ms(t.get("flax", {}).get(mode))} '
                    f'| {_ratio(s.get("torch/lstm_jax"))} | {_ratio(s.get("torch/flax"))} '
-                   f'| {_ratio(s.get("flax/lstm_jax"))} | {rate} | {_others(t, mode)} |')
+                   f'| {_ratio(s.get("flax/lstm_jax"))} | {rate} '
+                   + (f'| {_ms(t.get(DATA_PARALLEL, {}).get(mode))} '
+                      f'| {_ratio(s.get(f"torch/{DATA_PARALLEL}"))} ' if data_parallel else '')
+                   + f'| {_others(t, mode)} |')
     lines.append('')
+  if data_parallel:
+    lines += [f'{dp_name}: the same lstm_jax model with the batch split over '
+              f'{len(env["jax_devices"])} XLA devices (on CPU: host devices, one per core, '
+              'as `lstm_jax.parallel.set_cpu_devices(0)` makes them), parameters replicated, '
+              'gradients all-reduced by XLA; n/a where the batch does not split evenly.', '']
   lines += ['## JAX compile time (first call minus steady-state median, seconds)', '',
             '| workload | lstm_jax train | lstm_jax infer | flax train | flax infer |',
             '|---|---:|---:|---:|---:|']
@@ -736,7 +776,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
   parser.add_argument('--workloads', nargs='+', type=Workload.parse,
                       help='B,T,I,H,L each (default: the five standard workloads)')
   parser.add_argument('--models', default=','.join(MODELS),
-                      help='comma-separated subset of torch,lstm_jax,flax')
+                      help=f'comma-separated subset of {",".join(MODELS)}; add '
+                      f'{DATA_PARALLEL} for lstm_jax with the batch split over all local '
+                      'devices (on CPU: one host device per core)')
   parser.add_argument('--modes', default=','.join(MODES), help='train,infer or a subset')
   parser.add_argument('--repeats', type=int, help='interleaved repeats (default 5; quick 2)')
   parser.add_argument('--target-ms', type=float, default=None,
@@ -762,6 +804,13 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
   parser.add_argument('--md', help='write the markdown tables here too')
   parser.add_argument('--_rss-worker', dest='rss_worker', help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
+  models = tuple(m for m in args.models.split(',') if m)
+  if DATA_PARALLEL in models and args.device == 'cpu':
+    from lstm_jax import parallel
+    try:
+      parallel.set_cpu_devices(0)  # One per core; before JAX's first computation.
+    except RuntimeError as e:
+      parser.error(f'{DATA_PARALLEL}: {e}')
   if args.device == 'cpu' or args.rss_worker:
     import jax
     jax.config.update('jax_platforms', 'cpu')  # Also on a machine that has a GPU.
@@ -771,13 +820,17 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     return {}
 
   start = time.perf_counter()
-  models = tuple(m for m in args.models.split(',') if m)
   if 'torch' in models and not have_torch():
     print('torch is not installed: skipping the torch columns.', file=sys.stderr)
     models = tuple(m for m in models if m != 'torch')
-  unknown = set(models) - set(MODELS)
+  unknown = set(models) - set(MODELS) - {DATA_PARALLEL}
   if unknown:
     parser.error(f'unknown models {sorted(unknown)}')
+  if DATA_PARALLEL in models:
+    import jax
+    if jax.local_device_count() < 2:
+      parser.error(f'{DATA_PARALLEL} needs >= 2 local devices; JAX has '
+                   f'{jax.local_device_count()} (a 1-core CPU, or 1 GPU)')
   modes = tuple(m for m in args.modes.split(',') if m)
   if set(modes) - set(MODES):
     parser.error(f'modes must be among {MODES}')
@@ -820,7 +873,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     results['workloads'].append(item)
     for mode in modes:
       log(f'  {mode}: ' + ', '.join(f'{n} {timings[n][mode]["median_ms"]:.2f} ms'
-                                    for n in models)
+                                    for n in models if n in timings)
           + ''.join(f', {k} {v:.2f}x' for k, v in item['speedup'].get(mode, {}).items()))
   if not args.no_memory:
     log('memory')

@@ -61,6 +61,34 @@ def initialize_distributed(mode: str, *, coordinator_address: Optional[str] = No
   return True
 
 
+def set_cpu_devices(count: int) -> int:
+  """Splits the host CPU into `count` XLA devices (0: one per core); returns the count.
+
+  On CPU a small recurrent step runs on one core, so the way to use the others is data
+  parallelism over host devices: each device runs its share of the batch on its own thread.
+  1 leaves JAX as it is (one CPU device unless XLA_FLAGS asks for more). GPU/TPU runs are
+  unaffected: their devices stay the default backend. Must run before anything touches the
+  devices.
+
+  Raises:
+    RuntimeError: JAX already started with another number of CPU devices.
+  """
+  if count == 0:
+    count = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (
+        os.cpu_count() or 1)
+  if count == 1:
+    return 1
+  try:
+    jax.config.update('jax_num_cpu_devices', count)
+  except RuntimeError:  # JAX is already running; fine if it has the wanted devices.
+    if len(jax.devices('cpu')) != count:
+      raise RuntimeError(
+          f'JAX already started with {len(jax.devices("cpu"))} CPU device(s), so it cannot '
+          f'split the CPU into {count}; set the count before any JAX computation (or '
+          f'start with XLA_FLAGS=--xla_force_host_platform_device_count={count}).') from None
+  return count
+
+
 def make_mesh() -> Mesh:
   """A 1-D mesh over all devices, ordered by process so each owns a contiguous block."""
   devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))

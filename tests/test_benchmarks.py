@@ -1,6 +1,6 @@
 """Smoke test of benchmarks/lstm_speed.py: its --quick mode runs end to end on one tiny
-workload and writes well-formed JSON and markdown (timings themselves are not checked);
---device gpu without a GPU stops with the fix."""
+workload, with the data-parallel lstm_jax variant, and writes well-formed JSON and markdown
+(timings themselves are not checked); --device gpu without a GPU stops with the fix."""
 
 from __future__ import annotations
 
@@ -19,9 +19,13 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 def test_lstm_speed_quick(tmp_path):
   pytest.importorskip('torch')
   out, md = tmp_path / 'results.json', tmp_path / 'results.md'
+  cores = len(os.sched_getaffinity(0))
+  # lstm_jax_dp splits the quick workload's batch of 4 over one host device per core.
+  data_parallel = cores > 1 and 4 % cores == 0
+  models = ['torch', 'lstm_jax', 'flax'] + (['lstm_jax_dp'] if data_parallel else [])
   proc = subprocess.run(
       [sys.executable, '-m', 'benchmarks.lstm_speed', '--quick', '--out', str(out),
-       '--md', str(md)],
+       '--md', str(md), '--models', ','.join(models)],
       cwd=ROOT, capture_output=True, text=True, timeout=170)
   assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -30,7 +34,7 @@ def test_lstm_speed_quick(tmp_path):
   assert env['cores'] >= 1 and env['jax'] and env['torch']
   assert isinstance(env['malloc_tuned'], bool)
   (item,) = results['workloads']
-  for model in ('torch', 'lstm_jax', 'flax'):
+  for model in models:
     for mode in ('train', 'infer'):
       entry = item['timings'][model][mode]
       assert len(entry['raw_ms']) == results['args']['repeats'] >= 2
@@ -38,6 +42,10 @@ def test_lstm_speed_quick(tmp_path):
       if model != 'torch':
         assert entry['compile_s'] is not None
   assert item['speedup']['train']['torch/lstm_jax'] > 0
+  if data_parallel:
+    assert len(env['jax_devices']) == cores
+    assert item['speedup']['train']['torch/lstm_jax_dp'] > 0
+    assert f'lstm_jax x{cores} devices ms' in md.read_text()
 
   memory = {(row['framework'], row['remat']): row for row in results['memory']}
   assert set(memory) == {('lstm_jax', False), ('lstm_jax', True), ('flax', False),

@@ -3,6 +3,7 @@ in pmap mode each device draws its own dropout masks."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -29,6 +30,16 @@ def test_8_devices_match_1_and_restore_on_1(train_cli, reference_losses, tmp_pat
   proc = train_cli.run(workdir, *REFERENCE, devices=1)
   assert f'resuming from step {half} on 1 device(s)' in proc.stderr
   _assert_same(train_cli.losses(workdir), reference_losses)
+
+
+def test_cpu_devices_split_the_cpu_and_match_1(train_cli, reference_losses, tmp_path):
+  # The config overrides XLA_FLAGS (train_cli sets 1 device). 0 = one device per core,
+  # where the tiny config's batch of 16 splits evenly over the cores.
+  cores = len(os.sched_getaffinity(0))
+  value, devices = (0, cores) if 16 % cores == 0 else (2, 2)
+  proc = train_cli.run(tmp_path / 'run', *REFERENCE, f'--config.parallelism.cpu_devices={value}')
+  assert f'on {devices} device(s)' in proc.stderr
+  _assert_same(train_cli.losses(tmp_path / 'run'), reference_losses)
 
 
 def test_pmap_matches_jit(train_cli, reference_losses, tmp_path):

@@ -39,6 +39,7 @@ def test_base_config_is_valid():
     ('parallelism.mode', 'tpu', "parallelism.mode must be one of 'mesh', 'pmap'"),
     ('parallelism.distributed', 'yes', "parallelism.distributed must be one of"),
     ('parallelism.distributed', 'explicit', 'needs parallelism.coordinator_address'),
+    ('parallelism.cpu_devices', -1, 'parallelism.cpu_devices must be >= 0'),
     ('experiment', '', 'experiment must name an experiment'),
 ])
 def test_validate_rejects(key, value, message):
@@ -97,3 +98,14 @@ def test_config_file_moves_before_overrides():
                                      '--config.b=2']
   assert config_file_first(['main', '--config.a=1', '--config', 'c.py']) == [
       'main', '--config', 'c.py', '--config.a=1']
+
+
+def test_cpu_devices_cannot_change_a_running_jax():
+  import jax
+  from lstm_jax import parallel
+  running = len(jax.devices('cpu'))  # Starts JAX if nothing here has yet.
+  assert parallel.set_cpu_devices(1) == 1  # The default touches nothing.
+  assert parallel.set_cpu_devices(running) == running  # Already so: fine.
+  with pytest.raises(RuntimeError, match=f'cannot split the CPU into {running + 1}; set the '
+                     'count before any JAX computation'):
+    parallel.set_cpu_devices(running + 1)

@@ -52,6 +52,10 @@ def base_config() -> ml_collections.ConfigDict:
   # 'mesh': jit over a Mesh of all devices, batch sharded on 'data', params replicated.
   # 'pmap': the same computation through jax.pmap (a check, and for old habits).
   c.parallelism.mode = 'mesh'
+  # CPU only: split the host into this many XLA devices for data parallelism over cores
+  # (0 = one per core); 1 = JAX's default single CPU device. The loss then differs from a
+  # one-device run in the last bits, as any change of device count does.
+  c.parallelism.cpu_devices = 1
   # 'none': one process. 'auto': jax.distributed.initialize() detects SLURM, Open MPI,
   # TPU pods, or reads JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID; runs
   # as one process if it finds nothing. 'explicit': the three fields below.
@@ -152,6 +156,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   par = config.parallelism
   _one_of('parallelism.mode', par.mode, PARALLEL_MODES)
   _one_of('parallelism.distributed', par.distributed, DISTRIBUTED)
+  _at_least('parallelism.cpu_devices', par.cpu_devices, 0)
   _at_least('parallelism.heartbeat_timeout_seconds', par.heartbeat_timeout_seconds, 1)
   _at_least('parallelism.initialization_timeout', par.initialization_timeout, 1)
   if par.distributed == 'explicit':

@@ -44,6 +44,10 @@ BuildTask = Callable[[ml_collections.ConfigDict], Task]
 def setup_distributed(config: ml_collections.ConfigDict) -> bool:
   par = config.parallelism
   try:
+    parallel.set_cpu_devices(par.cpu_devices)
+  except RuntimeError as e:
+    raise UserError(f'parallelism.cpu_devices={par.cpu_devices}: {e}') from None
+  try:
     return parallel.initialize_distributed(
         par.distributed, coordinator_address=par.coordinator_address,
         num_processes=par.num_processes, process_id=par.process_id,
