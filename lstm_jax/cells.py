@@ -193,6 +193,12 @@ def lstm_step(params: dict[str, Array], state: LSTMState, x: Array,
   return LSTMState(h=h, c=c, gates=gates), h
 
 
+def orthogonal_init(key: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Array:
+  """`nn.initializers.orthogonal()` computed in float32 and cast to `dtype`: the QR it uses
+  has no bfloat16 kernel on CPU, so `param_dtype=jnp.bfloat16` needs the cast."""
+  return nn.initializers.orthogonal()(key, shape, jnp.float32).astype(dtype)
+
+
 def chrono_bias_init(max_length: int) -> Initializer:
   """Forget-gate bias log(U[1, max_length - 1]) (Tallec & Ollivier 2018, 'chrono init')."""
   if max_length < 3:
@@ -272,7 +278,7 @@ class LSTMCell(nn.Module):
   dtype: Any = None
   param_dtype: Any = jnp.float32
   kernel_init: Initializer = nn.initializers.lecun_normal()
-  recurrent_kernel_init: Initializer = nn.initializers.orthogonal()
+  recurrent_kernel_init: Initializer = orthogonal_init
 
   @property
   def structure(self) -> LSTMStructure:
@@ -448,7 +454,7 @@ class _SimpleStateCell(nn.Module):
   dtype: Any = None
   param_dtype: Any = jnp.float32
   kernel_init: Initializer = nn.initializers.lecun_normal()
-  recurrent_kernel_init: Initializer = nn.initializers.orthogonal()
+  recurrent_kernel_init: Initializer = orthogonal_init
 
   blocks = 1
   step_fn = None

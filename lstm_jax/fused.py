@@ -187,7 +187,10 @@ def _lstm_bwd(unroll, remat, residuals, cotangents):
       dw, db = dw + dw_head, db + db_head
       dxs = jnp.concatenate([dxs_head, dxs], axis=0)
   dh0, dc0 = carry
-  return dw, db, dxs, None, dh0, dc0
+  # The math runs in the promoted dtype (e.g. float32 for bfloat16 x with float32
+  # weights); each cotangent must come back in its own primal's dtype.
+  return (dw.astype(w.dtype), db.astype(b.dtype), dxs.astype(xs.dtype), None,
+          dh0.astype(h0.dtype), dc0.astype(c0.dtype))
 
 
 _lstm.defvjp(_lstm_fwd, _lstm_bwd)

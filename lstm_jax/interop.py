@@ -73,6 +73,8 @@ def _to_numpy(name: str, value: Any) -> np.ndarray:
   """A float32 NumPy copy of an array-like (torch tensors without importing torch)."""
   if hasattr(value, 'detach') and hasattr(value, 'cpu'):
     value = value.detach().cpu()
+    if getattr(value, 'is_floating_point', lambda: False)():
+      value = value.float()  # NumPy has no bfloat16: widen torch's float types first.
   try:
     array = np.asarray(value)
   except Exception as e:  # e.g. a tensor that needs grad, or a non-array object.

@@ -123,7 +123,8 @@ class RNN(nn.Module):
 
     Args:
       x: <float32>[batch, time, features].
-      seq_lengths: <int>[batch], each in [0, time], or None (all have length `time`).
+      seq_lengths: <int>[batch] or None (all have length `time`); values are clipped to
+        [0, time], so a length beyond `time` means the whole sequence.
       initial_state: like the returned final state, or None for zeros.
       deterministic: False turns on dropout, zoneout and recurrent dropout; then
         `apply` needs rngs={'dropout': key}.
@@ -141,8 +142,22 @@ class RNN(nn.Module):
       if seq_lengths.shape != (batch,):
         raise ValueError(f'seq_lengths must have shape [batch] = ({batch},), got '
                          f'{seq_lengths.shape}.')
+      if not jnp.issubdtype(seq_lengths.dtype, jnp.integer):
+        raise ValueError(f'seq_lengths must be integers, got dtype {seq_lengths.dtype}.')
+      # Both directions must agree on out-of-range lengths (reversal would read past the end).
+      seq_lengths = jnp.clip(seq_lengths, 0, time)
+    zeros = self.initialize_state(batch)
     if initial_state is None:
-      initial_state = self.initialize_state(batch)
+      initial_state = zeros
+    else:
+      want = [a.shape for a in jax.tree.leaves(zeros)]
+      got = [jnp.shape(a) for a in jax.tree.leaves(initial_state)]
+      if got != want:
+        raise ValueError(f'initial_state must look like initialize_state({batch}) (a state '
+                         f'whose leaves are [num_layers * directions, batch, size]): leaf '
+                         f'shapes {want}, got {got}.')
+      # The scan carry keeps the state's dtype; take the one the layer computes in.
+      initial_state = jax.tree.map(lambda a, z: jnp.asarray(a, z.dtype), initial_state, zeros)
     valid = unroll.valid_mask(seq_lengths, time)
     xs = jnp.swapaxes(x, 0, 1)  # Time-major for the scans, once for the whole stack.
     if valid is not None:
@@ -152,8 +167,9 @@ class RNN(nn.Module):
     # Zeros that carry x's batch sharding: adding them gives the states the same sharding
     # under an Explicit-sharding mesh (jax.make_mesh's default), where mixing a replicated
     # state with a batch-sharded input in one op is an error. Elsewhere XLA drops the add.
-    batch_zeros = jnp.zeros_like(xs[0, :, :1])
-    initial_state = jax.tree.map(lambda a: a + batch_zeros.astype(a.dtype), initial_state)
+    if time:  # An empty time axis has no x to take the sharding from.
+      batch_zeros = jnp.zeros_like(xs[0, :, :1])
+      initial_state = jax.tree.map(lambda a: a + batch_zeros.astype(a.dtype), initial_state)
     finals = []
     for layer in range(self.num_layers):
       outs = []

@@ -46,7 +46,11 @@ def initialize_distributed(mode: str, *, coordinator_address: Optional[str] = No
     if not any(k in env for k in _CLUSTER_ENV):
       logging.info('parallelism.distributed=auto: no cluster detected; one process.')
       return False
-    if 'JAX_NUM_PROCESSES' in env:  # JAX reads the address itself, not these two.
+    if 'JAX_NUM_PROCESSES' in env or 'JAX_PROCESS_ID' in env:  # JAX reads only the address.
+      missing = [k for k in ('JAX_NUM_PROCESSES', 'JAX_PROCESS_ID') if k not in env]
+      if missing:
+        raise ValueError(f'{missing[0]} is not set; JAX_NUM_PROCESSES and JAX_PROCESS_ID '
+                         'go together (launch/local.sh sets both).')
       num_processes = int(env['JAX_NUM_PROCESSES'])
       process_id = int(env['JAX_PROCESS_ID'])
   jax.distributed.initialize(

@@ -239,6 +239,7 @@ def test_zoneout_hidden_training_masks(cell_type):
     (dict(forget_bias_init='chrono'), (B, T, F), None, 'chrono_max_length'),
     (dict(forget_bias_init='chrono', chrono_max_length=2), (B, T, F), None, 'max_length'),
     (dict(forget_bias_init='zeros'), (B, T, F), None, 'forget_bias_init'),
+    (dict(bidirectional=True), (B, T, F), np.array([3.0, 2.0, 1.0]), 'seq_lengths must be integers'),
 ], ids=lambda v: None)
 def test_bad_input_raises_value_error_naming_the_field(options, x_shape, lengths, match):
   model = RNN(hidden_size=H, **options)
@@ -356,3 +357,57 @@ def test_unroll_defaults_to_8_on_gpu_and_1_elsewhere(cls, options, monkeypatch):
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')  # Only traced, never run.
   assert unrolls() == {8}
   assert unrolls(unroll=2) == {2}
+
+
+def test_initial_state_of_the_wrong_shape_is_a_clear_error_and_dtype_is_adopted():
+  model = LSTM(hidden_size=H, num_layers=2)
+  x = jax.random.normal(jax.random.key(1), (B, T, F))
+  variables = model.init(jax.random.key(0), x)
+  with pytest.raises(ValueError, match=r'initial_state must look like initialize_state\(3\)'):
+    model.apply(variables, x, initial_state=(jnp.zeros((B, H)), jnp.zeros((B, H))))
+  state = jax.tree.map(lambda a: a + 0.5, model.initialize_state(B))
+  want = model.apply(variables, x, initial_state=state)[0]
+  as_bf16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), state)  # 0.5 is exact in bf16.
+  np.testing.assert_array_equal(model.apply(variables, x, initial_state=as_bf16)[0], want)
+
+
+@pytest.mark.parametrize('cls', [LSTM, GRU, SimpleRNN])
+def test_bfloat16_parameters_initialise(cls):
+  x = jnp.zeros((B, T, F))
+  bf16 = cls(hidden_size=H, param_dtype=jnp.bfloat16).init(jax.random.key(0), x)
+  f32 = cls(hidden_size=H).init(jax.random.key(0), x)
+  leaves = jax.tree.leaves(bf16)
+  assert leaves and all(a.dtype == jnp.bfloat16 for a in leaves)
+  recurrent = lambda v: v['params']['layer_0']['recurrent_kernel']  # noqa: E731
+  # The same orthogonal draw as in float32, rounded to bf16.
+  np.testing.assert_array_equal(recurrent(bf16), recurrent(f32).astype(jnp.bfloat16))
+
+
+@pytest.mark.parametrize('bidirectional', [False, True])
+def test_empty_time_axis(bidirectional):
+  model = LSTM(hidden_size=H, bidirectional=bidirectional)
+  variables = model.init(jax.random.key(0), jnp.zeros((B, T, F)))
+  state = jax.tree.map(lambda a: a + 0.25, model.initialize_state(B))
+  for lengths in (None, jnp.zeros(B, jnp.int32)):
+    outputs, final = model.apply(variables, jnp.zeros((B, 0, F)), seq_lengths=lengths,
+                                 initial_state=state)
+    assert outputs.shape == (B, 0, model.output_size)
+    jax.tree.map(np.testing.assert_array_equal, final, state)
+
+
+def test_bfloat16_inputs_get_bfloat16_gradients_on_the_fused_path():
+  # bf16 x with float32 weights promotes to float32, which takes the fused path; its
+  # hand-written backward must still return x's cotangent as bf16 (the generic path does).
+  table = jax.random.normal(jax.random.key(0), (10, F), jnp.bfloat16)
+  ids = jnp.array([[1, 2, 3], [4, 5, 6]])
+  grads = {}
+  for name, options in (('fused', {}), ('generic', dict(cell_clip=1e9))):
+    model = LSTM(hidden_size=H, **options)
+    variables = model.init(jax.random.key(0), table[ids])
+    loss = lambda t, v: model.apply(v, t[ids] * 2)[0].sum()  # noqa: E731
+    grads[name] = jax.grad(loss, argnums=(0, 1))(table, variables)
+  for name, (g_table, g_vars) in grads.items():
+    assert g_table.dtype == jnp.bfloat16, name
+    assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(g_vars)), name
+  np.testing.assert_allclose(np.asarray(grads['fused'][0], np.float32),
+                             np.asarray(grads['generic'][0], np.float32), rtol=2e-2, atol=2e-2)

@@ -148,3 +148,16 @@ def test_nan_padding_does_not_reach_gradients(name):
   for a, b in zip(jax.tree.leaves(g_zero), jax.tree.leaves(g_nan)):
     assert np.all(np.isfinite(b))
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize('name', ['lstm_fused', 'lstm_bidir_2layer', 'gru'])
+def test_lengths_outside_0_time_are_clipped(name):
+  # Beyond `time` means the whole sequence and below 0 means empty, in both directions
+  # (the reverse direction used to read past the end).
+  model, variables, x, _, _ = _model(name)
+  time = x.shape[1]
+  over = np.array([time + 3, time, -2] + [1] * (x.shape[0] - 3))
+  clipped = np.clip(over, 0, time)
+  got = model.apply(variables, x, seq_lengths=over)
+  want = model.apply(variables, x, seq_lengths=clipped)
+  jax.tree.map(np.testing.assert_array_equal, got, want)

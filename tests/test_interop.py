@@ -150,6 +150,17 @@ def test_from_torch_bias_split_is_functionally_irrelevant_and_bias_false():
   assert params['bias'].shape == (16,) and not np.any(params['bias'])
 
 
+def test_from_torch_accepts_bfloat16_tensors():
+  torch = pytest.importorskip('torch')
+  lstm = torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True)
+  state_dict = lstm.state_dict()
+  got = interop.from_torch({k: v.bfloat16() for k, v in state_dict.items()}, num_layers=2,
+                           bidirectional=True)
+  want = interop.from_torch({k: v.bfloat16().float().numpy() for k, v in state_dict.items()},
+                            num_layers=2, bidirectional=True)
+  jax.tree.map(np.testing.assert_array_equal, got, want)
+
+
 def test_from_torch_accepts_prefixed_keys_and_array_likes():
   data, _ = _load_fixture()
   prefix = 'lstm_1layer/state_dict/'

@@ -81,3 +81,38 @@ def test_nan_guard(train_cli, tmp_path):
   assert 'non-finite train/loss (nan) at step 10' in proc.stderr, proc.stderr
   assert 'Last good checkpoint: step 8' in proc.stderr
   assert max(_checkpoint_steps(workdir)) == 8
+
+
+def _tensorboard_events(workdir):
+  """Every Event in the run's TensorBoard files (TFRecord framing, tensorboardX's proto)."""
+  from tensorboardX.proto import event_pb2
+  events = []
+  for path in sorted((workdir / 'tensorboard').glob('events.out.tfevents.*')):
+    data = path.read_bytes()
+    at = 0
+    while at < len(data):
+      length = int.from_bytes(data[at:at + 8], 'little')
+      events.append(event_pb2.Event.FromString(data[at + 12:at + 12 + length]))
+      at += 12 + length + 4
+  return events
+
+
+def test_restart_before_the_first_checkpoint_purges_old_events(train_cli, tmp_path):
+  # A run stopped (NaN) before any checkpoint restarts from 0 and rewrites steps 1-5;
+  # TensorBoard must drop the old ones (a SessionLog START at step 1 tells it to).
+  workdir = tmp_path / 'run'
+  sparse = ('--config.checkpoint_every=100', '--config.eval_every=100', '--config.log_every=1')
+  proc = train_cli.run(workdir, *sparse, '--config.data.inject_nan_step=5', check=False)
+  assert proc.returncode == 2 and 'Last good checkpoint: none' in proc.stderr, proc.stderr
+  train_cli.run(workdir, *sparse)
+  starts = [e.step for e in _tensorboard_events(workdir)
+            if e.HasField('session_log') and e.session_log.status == e.session_log.START]
+  assert 1 in starts, starts
+
+
+def test_resume_beyond_total_steps_is_a_clean_error(train_cli, tmp_path):
+  workdir = tmp_path / 'run'
+  train_cli.run(workdir)  # The tiny config: 12 steps.
+  proc = train_cli.run(workdir, '--config.total_steps=8', check=False)
+  assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr
+  assert 'checkpoint at step 12, beyond total_steps=8' in proc.stderr

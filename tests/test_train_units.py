@@ -40,6 +40,9 @@ def test_base_config_is_valid():
     ('parallelism.distributed', 'yes', "parallelism.distributed must be one of"),
     ('parallelism.distributed', 'explicit', 'needs parallelism.coordinator_address'),
     ('parallelism.cpu_devices', -1, 'parallelism.cpu_devices must be >= 0'),
+    ('optimizer.lr', 0.5, "unknown config field 'optimizer.lr'. The fields of optimizer: "
+     'grad_clip_norm, learning_rate,'),
+    ('eval_evry', 3, "unknown config field 'eval_evry'; did you mean 'eval_every'?"),
     ('experiment', '', 'experiment must name an experiment'),
 ])
 def test_validate_rejects(key, value, message):
@@ -109,3 +112,31 @@ def test_cpu_devices_cannot_change_a_running_jax():
   with pytest.raises(RuntimeError, match=f'cannot split the CPU into {running + 1}; set the '
                      'count before any JAX computation'):
     parallel.set_cpu_devices(running + 1)
+
+
+def test_experiment_sections_are_not_unknown_fields():
+  c = _config()
+  with c.unlocked():
+    c.decode = base_config().optimizer.copy_and_resolve_references()  # Any ConfigDict.
+    c.model.anything = 1
+  validate(c)
+
+
+def test_progress_eta_runs_from_the_compiled_step_and_past_a_day(monkeypatch):
+  clock = [1000.0]
+  monkeypatch.setattr(writers.time, 'time', lambda: clock[0])
+  progress = writers.Progress(1_000_000, 0)
+  clock[0] += 30.0  # Compiling the first step: not part of the pace.
+  progress.start_clock(1)
+  assert progress._eta(1) == '?'
+  clock[0] += 100.0  # 1000 steps in 100 s; 998,999 to go at 0.1 s: 27 h 44 min 59 s.
+  assert progress._eta(1001) == '27:44:59'
+
+
+def test_distributed_auto_needs_both_process_variables(monkeypatch):
+  from lstm_jax import parallel
+  monkeypatch.setenv('JAX_COORDINATOR_ADDRESS', '127.0.0.1:1')
+  monkeypatch.setenv('JAX_NUM_PROCESSES', '2')
+  monkeypatch.delenv('JAX_PROCESS_ID', raising=False)
+  with pytest.raises(ValueError, match='JAX_PROCESS_ID is not set'):
+    parallel.initialize_distributed('auto')

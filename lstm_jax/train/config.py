@@ -7,6 +7,7 @@ before anything is compiled, so a bad value fails in a second with a message nam
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 import ml_collections
@@ -73,8 +74,22 @@ def _type_name(value: Any) -> str:
   return type(value).__name__
 
 
+def _check_unknown(config: Any, reference: Any, prefix: str) -> None:
+  """Fields the harness does not know: an error, except experiment sections (ConfigDicts
+  such as `decode`) at the top level; `model` and `data` belong to the experiment."""
+  for key in config.keys():
+    if key in reference or (not prefix and isinstance(config[key], ml_collections.ConfigDict)):
+      continue
+    close = difflib.get_close_matches(key, list(reference.keys()), n=1)
+    hint = f'; did you mean {prefix + close[0]!r}?' if close else '.'
+    raise ConfigError(f'unknown config field {prefix + key!r}{hint} The fields of '
+                      f'{prefix.rstrip(".") or "the config"}: {", ".join(reference.keys())}.')
+
+
 def _check_types(config: Any, reference: Any, prefix: str = '') -> None:
-  """Every field of `reference` present in `config` has the reference's type."""
+  """Every field of `reference` present in `config` has the reference's type, and
+  `config` has no field the reference lacks (see _check_unknown)."""
+  _check_unknown(config, reference, prefix)
   for key, ref in reference.items():
     name = prefix + key
     if key not in config:

@@ -246,6 +246,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, build_task: BuildTask) 
   if restored is not None and start != restored:
     raise UserError(f'checkpoint {restored} holds step {start}; the checkpoint directory '
                     'looks tampered with.')
+  if start > config.total_steps:
+    raise UserError(f'the workdir holds a checkpoint at step {start}, beyond total_steps='
+                    f'{config.total_steps}; raise --config.total_steps to continue, or use '
+                    'a new --workdir.')
 
   writer = writers.MetricWriter(workdir, start)
   if jax.process_index() == 0:
@@ -275,6 +279,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, build_task: BuildTask) 
   pending: list[tuple[int, dict]] = []  # Device metrics not yet looked at.
   interval: list[dict[str, float]] = []  # Host metrics since the last train line.
   last_log = (start, time.time())
+  compiled = last_log  # Then (start + 1, when that first call returned: compiled).
   last_saved = restored
 
   def drain() -> None:
@@ -304,6 +309,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, build_task: BuildTask) 
     mean = {k: float(np.mean([m[k] for m in interval])) for k in interval[0]}
     interval.clear()
     now = time.time()
+    if last_log[0] == start and step > start + 1:
+      last_log = compiled  # The first interval's rate leaves out the compilation.
     rate = (step - last_log[0]) / max(now - last_log[1], 1e-9)
     last_log = (step, now)
     writer.write(step, 'train', mean, steps_per_sec=rate)
@@ -336,6 +343,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, build_task: BuildTask) 
                           f'{rows} rows; expected batch_size / processes = {local_batch}.')
       state, metrics = train_step(state, to_device(local, mesh))
       step += 1
+      if step == start + 1:
+        compiled = (step, time.time())
+        progress.start_clock(step)
       pending.append((step, metrics))
       if step % config.log_every == 0 or step == config.total_steps:
         log_train(step)

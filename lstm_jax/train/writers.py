@@ -93,8 +93,9 @@ class MetricWriter:
       return
     _truncate_jsonl(self.path, resume_step)
     SummaryWriter = _import_summary_writer()
-    self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'),
-                             purge_step=resume_step + 1 if resume_step else None)
+    # Also from step 0: a run that died before its first checkpoint left events that the
+    # restart rewrites.
+    self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'), purge_step=resume_step + 1)
 
   def write(self, step: int, split: str, metrics: Mapping[str, float],
             steps_per_sec: Optional[float] = None) -> None:
@@ -169,12 +170,16 @@ class Progress:
     self.tty = sys.stderr.isatty() and jax.process_index() == 0
     self._t0, self._s0 = time.time(), start_step
 
+  def start_clock(self, step: int) -> None:
+    """Measures the pace from here (call it once the step has compiled)."""
+    self._t0, self._s0 = time.time(), step
+
   def _eta(self, step: int) -> str:
     done = step - self._s0
     if done <= 0:
       return '?'
-    secs = (time.time() - self._t0) / done * (self.total - step)
-    return time.strftime('%H:%M:%S', time.gmtime(secs))
+    hours, rest = divmod(int((time.time() - self._t0) / done * (self.total - step)), 3600)
+    return f'{hours:02d}:{rest // 60:02d}:{rest % 60:02d}'
 
   def update(self, step: int, loss: float, steps_per_sec: float) -> None:
     if jax.process_index() != 0:
