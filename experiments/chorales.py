@@ -33,7 +33,7 @@ from experiments import chorales_data
 from lstm_jax import LSTM, parallel
 from lstm_jax.data import pad_sequences
 from lstm_jax.cells import GREFF_VARIANTS, greff_variant
-from lstm_jax.train import ConfigError, Task
+from lstm_jax.train import ConfigError, Task, check_eval_batch_size
 
 NUM_KEYS = chorales_data.NUM_KEYS
 
@@ -94,9 +94,7 @@ def build_task(config: ml_collections.ConfigDict) -> Task:
                       f'got {m.variant!r}.')
   if d.eval_split not in ('valid', 'test'):
     raise ConfigError(f"data.eval_split must be 'valid' or 'test'; got {d.eval_split!r}.")
-  if d.eval_batch_size % jax.device_count():
-    raise ConfigError(f'data.eval_batch_size ({d.eval_batch_size}) must be divisible by the '
-                      f'number of devices ({jax.device_count()}).')
+  check_eval_batch_size('data.eval_batch_size', d.eval_batch_size)
   try:
     data = chorales_data.load_chorales(d.step, d.cache_dir or None)
   except ImportError as e:

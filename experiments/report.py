@@ -33,7 +33,6 @@ import dataclasses
 import io
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
 

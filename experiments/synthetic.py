@@ -28,7 +28,7 @@ import optax
 
 from lstm_jax import LSTM
 from lstm_jax import parallel
-from lstm_jax.train import ConfigError, Task
+from lstm_jax.train import ConfigError, Task, check_eval_batch_size
 
 NUM_CLASSES = 3
 _EVAL_STREAM = 1 << 40  # A step index no training run reaches.
@@ -77,9 +77,7 @@ def build_task(config: ml_collections.ConfigDict) -> Task:
   if not 1 <= d.min_length <= d.max_length:
     raise ConfigError(f'need 1 <= data.min_length <= data.max_length; got {d.min_length} and '
                       f'{d.max_length}.')
-  if d.eval_batch_size % jax.device_count():
-    raise ConfigError(f'data.eval_batch_size ({d.eval_batch_size}) must be divisible by the '
-                      f'number of devices ({jax.device_count()}).')
+  check_eval_batch_size('data.eval_batch_size', d.eval_batch_size)
   model = Tagger(hidden_size=m.hidden_size, num_layers=m.num_layers, dropout=m.dropout)
 
   def train_batches(start_step: int) -> Iterator[dict[str, np.ndarray]]:

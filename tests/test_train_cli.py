@@ -54,6 +54,10 @@ BAD = [
     (['--config.best_metric=eval/bleu'], "choose one of 'eval/accuracy', 'eval/loss'"),
     (['--config.batch_size=10'], 'batch_size (10) must be divisible by the number of devices (4'),
     (['--config.data.min_length=0'], 'data.min_length'),
+    (['--config.data.eval_batch_size=0'],
+     'data.eval_batch_size (0) must be a positive multiple of the number of devices (4)'),
+    (['--config.model.hidden_size=0'], 'the model rejected the config (check model.*): '
+     'num_layers and hidden_size must be >= 1'),
 ]
 
 

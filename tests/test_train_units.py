@@ -40,9 +40,9 @@ def test_base_config_is_valid():
     ('parallelism.distributed', 'yes', "parallelism.distributed must be one of"),
     ('parallelism.distributed', 'explicit', 'needs parallelism.coordinator_address'),
     ('parallelism.cpu_devices', -1, 'parallelism.cpu_devices must be >= 0'),
-    ('optimizer.lr', 0.5, "unknown config field 'optimizer.lr'. The fields of optimizer: "
+    ('optimizer.lr', 0.5, "unknown config field 'optimizer.lr'; fields at optimizer: "
      'grad_clip_norm, learning_rate,'),
-    ('eval_evry', 3, "unknown config field 'eval_evry'; did you mean 'eval_every'?"),
+    ('eval_evry', 3, "unknown config field 'eval_evry' (did you mean 'eval_every'?)"),
     ('experiment', '', 'experiment must name an experiment'),
 ])
 def test_validate_rejects(key, value, message):

@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 from typing import Any, Iterator
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -36,7 +35,7 @@ from experiments.forecasting import data as fdata
 from experiments.forecasting import model as fmodel
 from experiments.forecasting import windows
 from lstm_jax import parallel
-from lstm_jax.train import ConfigError, Task
+from lstm_jax.train import ConfigError, Task, check_eval_batch_size
 
 # The quantile grid every method is scored on: 1%..99% (CRPS averages these) plus the
 # 2.5% / 97.5% ends of the 95% interval.
@@ -109,9 +108,7 @@ def build_task(config: ml_collections.ConfigDict) -> Task:
 
   evals = eval_windows(prepared, origins)
   size = int(config.eval.batch_size)
-  if size % jax.device_count():
-    raise ConfigError(f'eval.batch_size ({size}) must be divisible by the number of '
-                      f'devices ({jax.device_count()}).')
+  check_eval_batch_size('eval.batch_size', size)
 
   def eval_batches() -> Iterator[dict[str, np.ndarray]]:
     n = len(evals['origin'])

@@ -52,7 +52,7 @@ from lstm_jax import features as feats
 from lstm_jax import parallel
 from lstm_jax.data import pad_sequences
 from lstm_jax.pooling import POOLINGS
-from lstm_jax.train import ConfigError, Task
+from lstm_jax.train import ConfigError, Task, check_eval_batch_size
 
 _CMVN = ('global', 'utterance', 'none')
 TASKS = ('classify', 'ctc')
@@ -145,9 +145,7 @@ def build_task(config: ml_collections.ConfigDict) -> Task:
     raise ConfigError(f'data.task must be one of {TASKS}; got {d.task!r}.')
   if d.cmvn not in _CMVN:
     raise ConfigError(f'data.cmvn must be one of {_CMVN}; got {d.cmvn!r}.')
-  if d.eval_batch_size % jax.device_count():
-    raise ConfigError(f'data.eval_batch_size ({d.eval_batch_size}) must be divisible by the '
-                      f'number of devices ({jax.device_count()}).')
+  check_eval_batch_size('data.eval_batch_size', d.eval_batch_size)
   if d.cv_folds == 1 or d.cv_folds < 0:
     raise ConfigError(f'data.cv_folds must be 0 (off) or >= 2; got {d.cv_folds}.')
   if d.cv_folds and not 0 <= d.cv_fold < d.cv_folds:

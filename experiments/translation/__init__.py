@@ -44,7 +44,7 @@ from experiments.translation.model import (ATTENTIONS, ENCODER_KEYS, Seq2Seq, nu
                                            token_stats, training_loss)
 from experiments.translation.tokenizer import BOS, EOS, PAD
 from lstm_jax import decoding
-from lstm_jax.train import ConfigError, Task
+from lstm_jax.train import ConfigError, Task, check_eval_batch_size
 
 HEATMAP_SENTENCES = 4
 PROGRESS_SECONDS = 10.0  # Decoding progress lines at most this often.
@@ -90,9 +90,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   bounds = tuple(d.boundaries)
   if not bounds or list(bounds) != sorted(set(bounds)) or bounds[0] < 1:
     raise ConfigError(f'data.boundaries must be increasing positive lengths; got {bounds!r}.')
-  if d.eval_batch_size % jax.device_count():
-    raise ConfigError(f'data.eval_batch_size ({d.eval_batch_size}) must be divisible by the '
-                      f'number of devices ({jax.device_count()}).')
+  check_eval_batch_size('data.eval_batch_size', d.eval_batch_size)
 
 
 def make_model(config: ml_collections.ConfigDict, vocab_size: int) -> Seq2Seq:

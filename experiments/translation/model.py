@@ -39,7 +39,7 @@ reproduces the teacher-forced logits step by step (tested).
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import flax.linen as nn
 import jax

@@ -81,9 +81,10 @@ def _check_unknown(config: Any, reference: Any, prefix: str) -> None:
     if key in reference or (not prefix and isinstance(config[key], ml_collections.ConfigDict)):
       continue
     close = difflib.get_close_matches(key, list(reference.keys()), n=1)
-    hint = f'; did you mean {prefix + close[0]!r}?' if close else '.'
-    raise ConfigError(f'unknown config field {prefix + key!r}{hint} The fields of '
-                      f'{prefix.rstrip(".") or "the config"}: {", ".join(reference.keys())}.')
+    hint = f' (did you mean {prefix + close[0]!r}?)' if close else ''
+    raise ConfigError(f'unknown config field {prefix + key!r}{hint}; fields at '
+                      f'{prefix.rstrip(".") or "the top level"}: '
+                      f'{", ".join(sorted(reference.keys()))}.')
 
 
 def _check_types(config: Any, reference: Any, prefix: str = '') -> None:

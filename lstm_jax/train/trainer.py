@@ -69,6 +69,14 @@ def check_devices(config: ml_collections.ConfigDict) -> None:
         f'e.g. --config.batch_size={max(1, config.batch_size // devices) * devices}.')
 
 
+def check_eval_batch_size(field: str, size: int) -> None:
+  """An experiment's global eval batch size must be positive and split over the devices."""
+  devices = jax.device_count()
+  if size < 1 or size % devices:
+    raise ConfigError(f'{field} ({size}) must be a positive multiple of the number of '
+                      f'devices ({devices}).')
+
+
 def prepare_workdir(workdir: str) -> str:
   """Creates the workdir (process 0) and checks that it is writable."""
   if not workdir:
@@ -229,7 +237,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, build_task: BuildTask) 
     variables = task.model.init({'params': key, 'dropout': key}, **task.init_batch)
     return TrainState.create(variables['params'], tx)
 
-  abstract_state = jax.eval_shape(init, init_key)
+  try:
+    abstract_state = jax.eval_shape(init, init_key)
+  except ValueError as e:  # The library's modules validate their options this way.
+    raise ConfigError(f'the model rejected the config (check model.*): '
+                      f'{str(e).splitlines()[0]}') from None
   eval_shapes = jax.eval_shape(task.eval_fn, abstract_state.params,
                                _abstract_batch(first_eval, processes))
   metric = config.best_metric.removeprefix('eval/')
