@@ -368,7 +368,7 @@ class LSTMCell(nn.Module):
       _check_rate(name, getattr(self, name))
     s = self.structure
     params = self._params(xs.shape[-1])
-    dtype = self.dtype or jnp.promote_types(xs.dtype, self.param_dtype)
+    dtype = jnp.dtype(self.dtype or jnp.promote_types(xs.dtype, self.param_dtype))
     time, batch = xs.shape[:2]
     train = not deterministic
 
@@ -472,7 +472,7 @@ class _SimpleStateCell(nn.Module):
     for name in ('zoneout_hidden', 'recurrent_dropout'):
       _check_rate(name, getattr(self, name))
     params = self._params(xs.shape[-1])
-    dtype = self.dtype or jnp.promote_types(xs.dtype, self.param_dtype)
+    dtype = jnp.dtype(self.dtype or jnp.promote_types(xs.dtype, self.param_dtype))
     time, batch = xs.shape[:2]
     train = not deterministic
     recurrent_mask = None

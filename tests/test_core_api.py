@@ -411,3 +411,14 @@ def test_bfloat16_inputs_get_bfloat16_gradients_on_the_fused_path():
     assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(g_vars)), name
   np.testing.assert_allclose(np.asarray(grads['fused'][0], np.float32),
                              np.asarray(grads['generic'][0], np.float32), rtol=2e-2, atol=2e-2)
+
+
+def test_dtype_given_as_a_string_takes_the_same_path():
+  x = jnp.ones((B, T, F))
+  jaxprs = []
+  for dtype in (jnp.float32, 'float32', np.float32):
+    model = LSTM(hidden_size=H, dtype=dtype)
+    variables = model.init(jax.random.key(0), x)
+    jaxprs.append(str(jax.make_jaxpr(lambda v: model.apply(v, x))(variables)))
+  assert 'custom_vjp' in jaxprs[0]  # The fused path.
+  assert jaxprs[1] == jaxprs[0] and jaxprs[2] == jaxprs[0]
