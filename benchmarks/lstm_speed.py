@@ -115,10 +115,8 @@ QUICK_RSS_CASES = {('torch', False)}  # Each RSS case is a subprocess (seconds e
 
 
 def cores() -> int:
-  try:
-    return len(os.sched_getaffinity(0))
-  except AttributeError:
-    return os.cpu_count() or 1
+  from lstm_jax import parallel
+  return parallel.cpu_cores()
 
 
 def have_torch() -> bool:
@@ -199,28 +197,22 @@ def _jax_input(w: Workload):
   return jax.random.normal(jax.random.key(1), (w.batch, w.time, w.input))
 
 
-def build_lstm_jax(w: Workload, remat: bool = False, unroll: Optional[int] = None) -> Bench:
+def build_lstm_jax(w: Workload, remat: bool = False, unroll: Optional[int] = None,
+                   data_parallel: bool = False) -> Optional[Bench]:
+  """data_parallel: x's batch sharded over all local devices and the parameters
+  replicated (XLA inserts the gradient all-reduce); None when the batch does not split."""
   import jax
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec
   model = lstm_jax_model(w, remat, unroll)
   x = _jax_input(w)
   params = model.init(jax.random.key(0), x)['params']
-  return _jax_bench(params, lambda p, x: model.apply({'params': p}, x)[0],
-                    lambda p, x: model.apply({'params': p}, x), x)
-
-
-def build_lstm_jax_data_parallel(w: Workload, unroll: Optional[int] = None) -> Optional[Bench]:
-  """lstm_jax with x's batch sharded over all local devices and the parameters replicated;
-  XLA inserts the gradient all-reduce. None when the batch does not split evenly."""
-  import jax
-  from jax.sharding import Mesh, NamedSharding, PartitionSpec
-  devices = jax.local_devices()
-  if w.batch % len(devices):
-    return None
-  mesh = Mesh(np.array(devices), ('batch',))
-  model = lstm_jax_model(w, unroll=unroll)
-  x = jax.device_put(_jax_input(w), NamedSharding(mesh, PartitionSpec('batch')))
-  params = jax.device_put(model.init(jax.random.key(0), x)['params'],
-                          NamedSharding(mesh, PartitionSpec()))
+  if data_parallel:
+    devices = jax.local_devices()
+    if w.batch % len(devices):
+      return None
+    mesh = Mesh(np.array(devices), ('batch',))
+    x = jax.device_put(x, NamedSharding(mesh, PartitionSpec('batch')))
+    params = jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
   return _jax_bench(params, lambda p, x: model.apply({'params': p}, x)[0],
                     lambda p, x: model.apply({'params': p}, x), x)
 
@@ -291,9 +283,9 @@ def build(name: str, w: Workload, device: str, unroll: Optional[int]) -> Optiona
   """torch takes the device; the JAX models run on JAX's default backend."""
   if name == 'torch':
     return build_torch(w, device)
-  if name == DATA_PARALLEL:
-    return build_lstm_jax_data_parallel(w, unroll)
-  return build_lstm_jax(w, unroll=unroll) if name == 'lstm_jax' else build_flax(w, unroll)
+  if name in ('lstm_jax', DATA_PARALLEL):
+    return build_lstm_jax(w, unroll=unroll, data_parallel=name == DATA_PARALLEL)
+  return build_flax(w, unroll)
 
 
 # ------------------------------------------------------------------------------ timing

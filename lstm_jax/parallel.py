@@ -65,6 +65,13 @@ def initialize_distributed(mode: str, *, coordinator_address: Optional[str] = No
   return True
 
 
+def cpu_cores() -> int:
+  """The cores this process may run on."""
+  if hasattr(os, 'sched_getaffinity'):
+    return len(os.sched_getaffinity(0))
+  return os.cpu_count() or 1
+
+
 def set_cpu_devices(count: int) -> int:
   """Splits the host CPU into `count` XLA devices (0: one per core); returns the count.
 
@@ -78,8 +85,7 @@ def set_cpu_devices(count: int) -> int:
     RuntimeError: JAX already started with another number of CPU devices.
   """
   if count == 0:
-    count = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (
-        os.cpu_count() or 1)
+    count = cpu_cores()
   if count == 1:
     return 1
   try:

@@ -291,7 +291,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, build_task: BuildTask) 
   pending: list[tuple[int, dict]] = []  # Device metrics not yet looked at.
   interval: list[dict[str, float]] = []  # Host metrics since the last train line.
   last_log = (start, time.time())
-  compiled = last_log  # Then (start + 1, when that first call returned: compiled).
   last_saved = restored
 
   def drain() -> None:
@@ -321,8 +320,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, build_task: BuildTask) 
     mean = {k: float(np.mean([m[k] for m in interval])) for k in interval[0]}
     interval.clear()
     now = time.time()
-    if last_log[0] == start and step > start + 1:
-      last_log = compiled  # The first interval's rate leaves out the compilation.
     rate = (step - last_log[0]) / max(now - last_log[1], 1e-9)
     last_log = (step, now)
     writer.write(step, 'train', mean, steps_per_sec=rate)
@@ -356,8 +353,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, build_task: BuildTask) 
       state, metrics = train_step(state, to_device(local, mesh))
       step += 1
       if step == start + 1:
-        compiled = (step, time.time())
+        # The first call has returned, so the step is compiled: the ETA, and the first
+        # train line's steps/s unless this very step is logged, count from here.
         progress.start_clock(step)
+        if step % config.log_every and step != config.total_steps:
+          last_log = (step, time.time())
       pending.append((step, metrics))
       if step % config.log_every == 0 or step == config.total_steps:
         log_train(step)
