@@ -119,11 +119,23 @@ def _format_seconds(s: float) -> str:
   return f'{s // 3600}h{s % 3600 // 60:02d}m' if s >= 3600 else f'{s // 60}m{s % 60:02d}s'
 
 
-def eta(durations: Sequence[float], remaining: int, parallel: int) -> Optional[float]:
-  """Seconds left: mean duration so far times the remaining points, over the parallelism."""
+def eta(durations: Sequence[float], running_for: Sequence[float], queued: int,
+        parallel: int) -> Optional[float]:
+  """Seconds until the sweep ends, if every point takes the mean of `durations`.
+
+  Each running point needs the mean minus what it has run (`running_for`, at least 0);
+  queued points take the first slot to come free, `parallel` slots in all. E.g. mean 60 s,
+  2 slots, one point 50 s in and none queued: 10 s (not 60 * 1 / 2 = 30 s).
+  """
   if not durations:
     return None
-  return sum(durations) / len(durations) * remaining / max(parallel, 1)
+  mean = sum(durations) / len(durations)
+  slots = sorted(max(mean - t, 0.0) for t in running_for)
+  slots += [0.0] * max(max(parallel, 1) - len(slots), 0)
+  for _ in range(queued):
+    slots.sort()
+    slots[0] += mean
+  return max(slots)
 
 
 def run_local(points: Sequence[Point], parallel: int, python: str,
@@ -166,7 +178,8 @@ def run_local(points: Sequence[Point], parallel: int, python: str,
         else:
           failed.append(p)
         to_go = len(queue) + len(running)
-        left = eta(durations, to_go, parallel)
+        now = time.time()
+        left = eta(durations, [now - r[2] for r in running.values()], len(queue), parallel)
         log(f'[{done}/{len(todo)}] {"ok    " if ok else "FAILED"} {name} '
             f'({_format_seconds(elapsed)}{"" if ok else f", exit {rc}"}); '
             f'{len(failed)} failed, {to_go} to go'

@@ -39,6 +39,15 @@ def test_product_zip_seeds():
   assert sweeps.chain([{'a': 1}], [{'b': 2}]) == [{'a': 1}, {'b': 2}]
 
 
+def test_eta_counts_what_running_points_have_done():
+  assert sweep.eta([], [5.0], 3, 2) is None
+  assert sweep.eta([60.0], [50.0], 0, 2) == 10.0  # The last point, nearly done.
+  assert sweep.eta([60.0], [70.0], 0, 2) == 0.0  # Slower than the mean: no negative ETA.
+  # Two slots: 10 s and 40 s left; three queued points of 60 s: 70, 100, 130.
+  assert sweep.eta([50.0, 70.0], [50.0, 20.0], 3, 2) == 130.0
+  assert sweep.eta([30.0], [], 4, 2) == 60.0  # Nothing running yet.
+
+
 def test_names_are_stable_safe_and_unique():
   p = {'seed': 1, 'model.variant': 'NFG', 'config': 'adding:V', 'x': 'a/b c'}
   name = sweeps.point_name(p)

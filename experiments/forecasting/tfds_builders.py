@@ -33,7 +33,6 @@ class _SeriesBuilder(tfds.core.GeneratorBasedBuilder):
   code_path = None
 
   def _info(self) -> tfds.core.DatasetInfo:
-    spec = _SPECS[self.CORPUS]
     features = tfds.features.FeaturesDict({
         'name': tfds.features.Text(),
         'target': tfds.features.Tensor(shape=(None,), dtype=np.float32),

@@ -35,6 +35,30 @@ def _shapes(tree: Any) -> dict[tuple[str, ...], tuple]:
           for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
+def _drop_closed_loop_callbacks() -> None:
+  """Silences one harmless echo of a failed restore, process-wide and idempotently.
+
+  When a read fails, Orbax's asyncio loop closes while tensorstore reads of the same
+  checkpoint are still in flight; each of them then completes into the closed loop and
+  Python prints a 'RuntimeError: Event loop is closed' traceback (an "unraisable"
+  exception), some only after the fallback has finished. The failure itself is reported
+  by `restore_latest`; any other unraisable exception still reaches the previous hook.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, 'drops_closed_loop_callbacks', False):
+    return
+
+  def hook(unraisable):
+    error = unraisable.exc_value
+    if isinstance(error, RuntimeError) and str(error) == 'Event loop is closed':
+      logging.debug('ignored a read that completed after a failed restore: %s', error)
+      return
+    previous(unraisable)
+
+  hook.drops_closed_loop_callbacks = True
+  sys.unraisablehook = hook
+
+
 def describe_mismatch(saved: Any, target: Any) -> Optional[str]:
   """How a checkpoint's arrays differ from the state the config builds, or None."""
   a, b = _shapes(saved), _shapes(target)
@@ -124,6 +148,7 @@ class Checkpointer:
         step = candidate
         break
       except Exception as e:  # Orbax/tensorstore raise many types for a bad file.
+        _drop_closed_loop_callbacks()
         reason = f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}'[:300]
         logging.warning('checkpoint at step %d is unreadable (%s); trying an older one.',
                         candidate, reason)
