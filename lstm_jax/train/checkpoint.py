@@ -41,7 +41,7 @@ def _drop_closed_loop_callbacks() -> None:
   When a read fails, Orbax's asyncio loop closes while tensorstore reads of the same
   checkpoint are still in flight; each of them then completes into the closed loop and
   Python prints a 'RuntimeError: Event loop is closed' traceback (an "unraisable"
-  exception), some only after the fallback has finished. The failure itself is reported
+  exception), before the read's own error reaches us or long after. The failure is reported
   by `restore_latest`; any other unraisable exception still reaches the previous hook.
   """
   previous = sys.unraisablehook
@@ -125,6 +125,7 @@ class Checkpointer:
     nothing is moved, the user picks another workdir or the old config.
     """
     abstract = abstract_like(target)
+    _drop_closed_loop_callbacks()  # Before the first read: echoes can precede its error.
     bad = []
     restored, step = target, None
     for candidate in sorted(self.manager.all_steps(), reverse=True):
@@ -148,7 +149,6 @@ class Checkpointer:
         step = candidate
         break
       except Exception as e:  # Orbax/tensorstore raise many types for a bad file.
-        _drop_closed_loop_callbacks()
         reason = f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}'[:300]
         logging.warning('checkpoint at step %d is unreadable (%s); trying an older one.',
                         candidate, reason)
