@@ -25,6 +25,7 @@ points (experiments/report.py reads it).
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import importlib.util
 import inspect
 import json
@@ -130,11 +131,11 @@ def eta(durations: Sequence[float], running_for: Sequence[float], queued: int,
   if not durations:
     return None
   mean = sum(durations) / len(durations)
-  slots = sorted(max(mean - t, 0.0) for t in running_for)
-  slots += [0.0] * max(max(parallel, 1) - len(slots), 0)
+  slots = [max(mean - t, 0.0) for t in running_for]
+  slots += [0.0] * (max(parallel, 1) - len(slots))  # Free slots.
+  heapq.heapify(slots)
   for _ in range(queued):
-    slots.sort()
-    slots[0] += mean
+    heapq.heapreplace(slots, slots[0] + mean)
   return max(slots)
 
 

@@ -12,6 +12,8 @@ import sys
 
 import pytest
 
+from lstm_jax import parallel
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
@@ -19,7 +21,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 def test_lstm_speed_quick(tmp_path):
   pytest.importorskip('torch')
   out, md = tmp_path / 'results.json', tmp_path / 'results.md'
-  cores = len(os.sched_getaffinity(0))
+  cores = parallel.cpu_cores()
   # lstm_jax_dp splits the quick workload's batch of 4 over one host device per core.
   data_parallel = cores > 1 and 4 % cores == 0
   models = ['torch', 'lstm_jax', 'flax'] + (['lstm_jax_dp'] if data_parallel else [])

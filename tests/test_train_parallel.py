@@ -3,13 +3,13 @@ in pmap mode each device draws its own dropout masks."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import numpy as np
 
 from conftest import REFERENCE, REFERENCE_STEPS, REPO, reference_until
+from lstm_jax import parallel
 
 
 def _assert_same(losses: dict, reference: dict, steps=None) -> None:
@@ -35,7 +35,7 @@ def test_8_devices_match_1_and_restore_on_1(train_cli, reference_losses, tmp_pat
 def test_cpu_devices_split_the_cpu_and_match_1(train_cli, reference_losses, tmp_path):
   # The config overrides XLA_FLAGS (train_cli sets 1 device). 0 = one device per core,
   # where the tiny config's batch of 16 splits evenly over the cores.
-  cores = len(os.sched_getaffinity(0))
+  cores = parallel.cpu_cores()  # What cpu_devices=0 splits the CPU into.
   value, devices = (0, cores) if 16 % cores == 0 else (2, 2)
   proc = train_cli.run(tmp_path / 'run', *REFERENCE, f'--config.parallelism.cpu_devices={value}')
   assert f'on {devices} device(s)' in proc.stderr
