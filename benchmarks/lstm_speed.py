@@ -6,9 +6,11 @@
         [--quiet-budget SECONDS]
         [--device cpu|gpu]
 
-What is timed, per workload (batch B, time T, input I, hidden H, layers L), all in one
-process with the repeats interleaved (each repeat runs every model and mode in a rotated
-order, a few iterations each) and the median over repeats reported:
+What is timed, per workload (batch B, time T, input I, hidden H, layers L), with the
+repeats interleaved (each repeat runs every model and mode in a rotated order, a few
+iterations each) and the median over repeats reported; the JAX models run in this
+process, torch in a child process (`TorchProcess`: two OpenMP runtimes in one process
+slow each other down):
 
 * train: forward, loss = mean(outputs ** 2) over all outputs, backward, Adam update.
   JAX: one `jax.jit` step (`jax.value_and_grad` + `optax.adam`, params and optimizer
@@ -70,6 +72,9 @@ MALLOC_VARS = ('MALLOC_MMAP_MAX_', 'MALLOC_TRIM_THRESHOLD_', 'MALLOC_MMAP_THRESH
                'MALLOC_TOP_PAD_', 'MALLOC_ARENA_MAX', 'LD_PRELOAD')
 TUNED_MALLOC = {'MALLOC_MMAP_MAX_': '0', 'MALLOC_TRIM_THRESHOLD_': '17179869184'}
 MODELS = ('torch', 'lstm_jax', 'flax')
+# Opt-in: lstm_jax with one backend forced; the default, 'auto', picks the scan or oneDNN's
+# LSTM primitive per call (lstm_jax/fused.py).
+BACKEND_MODELS = {'lstm_jax_xla': 'xla', 'lstm_jax_onednn': 'onednn'}
 # Opt-in: lstm_jax with the batch split over all local devices (on CPU, one XLA host device
 # per core), the way the training harness runs data parallel. Not in the default run.
 DATA_PARALLEL = 'lstm_jax_dp'
@@ -168,10 +173,11 @@ def _jax_bench(init_params, apply_outputs: Callable, apply_full: Callable, x) ->
   return Bench(train, infer)
 
 
-def lstm_jax_model(w: Workload, remat: bool = False, unroll: Optional[int] = None):
+def lstm_jax_model(w: Workload, remat: bool = False, unroll: Optional[int] = None,
+                   backend: str = 'auto'):
   import lstm_jax
   return lstm_jax.LSTM(hidden_size=w.hidden, num_layers=w.layers, remat=remat,
-                       unroll=unroll)
+                       unroll=unroll, backend=backend)
 
 
 def flax_model(w: Workload, unroll: Optional[int] = None):
@@ -198,12 +204,12 @@ def _jax_input(w: Workload):
 
 
 def build_lstm_jax(w: Workload, remat: bool = False, unroll: Optional[int] = None,
-                   data_parallel: bool = False) -> Optional[Bench]:
+                   data_parallel: bool = False, backend: str = 'auto') -> Optional[Bench]:
   """data_parallel: x's batch sharded over all local devices and the parameters
   replicated (XLA inserts the gradient all-reduce); None when the batch does not split."""
   import jax
   from jax.sharding import Mesh, NamedSharding, PartitionSpec
-  model = lstm_jax_model(w, remat, unroll)
+  model = lstm_jax_model(w, remat, unroll, backend)
   x = _jax_input(w)
   params = model.init(jax.random.key(0), x)['params']
   if data_parallel:
@@ -279,13 +285,64 @@ def torch_cuda_peak(w: Workload) -> dict[str, int]:
   return dict(first_step_peak_delta_bytes=deltas[0], steady_step_peak_delta_bytes=deltas[-1])
 
 
-def build(name: str, w: Workload, device: str, unroll: Optional[int]) -> Optional[Bench]:
-  """torch takes the device; the JAX models run on JAX's default backend."""
+class TorchProcess:
+  """torch's model in a child process, timed there, `iters` calls per request.
+
+  In one process torch's OpenMP runtime (the libgomp bundled with torch) and the one
+  oneDNN uses under lstm_jax (the system's libgomp) each keep threads spinning after their
+  work, and each slows the other: measured B32 T100 training, torch 7.3 -> 24 ms, lstm_jax
+  through oneDNN 10.7 -> 25 ms. The rounds still interleave; the parent waits while the child runs.
+  """
+
+  def __init__(self, w: Workload, device: str):
+    spec = json.dumps(dict(workload=list(w), device=device))
+    self.proc = subprocess.Popen(
+        [sys.executable, '-m', 'benchmarks.lstm_speed', '--_torch-worker', spec],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if self.proc.stdout.readline().strip() != 'ready':
+      raise RuntimeError(f'the torch worker did not start (exit code {self.proc.wait()})')
+
+  def measure(self, mode: str, iters: int) -> tuple[float, Optional[float]]:
+    self.proc.stdin.write(f'{mode} {iters}\n')
+    self.proc.stdin.flush()
+    line = self.proc.stdout.readline()
+    if not line:
+      raise RuntimeError(f'the torch worker died (exit code {self.proc.wait()})')
+    seconds, others = json.loads(line)
+    return seconds, others
+
+  def close(self):
+    self.proc.stdin.close()
+    self.proc.wait()
+
+
+def torch_worker(spec: str):
+  """The child side of `TorchProcess`: reads 'MODE ITERS' lines, answers [seconds, others]."""
+  spec = json.loads(spec)
+  bench = build_torch(Workload(*spec['workload']), spec['device'])
+  print('ready', flush=True)
+  for line in sys.stdin:
+    mode, iters = line.split()
+    print(json.dumps(_timed_with_load(getattr(bench, mode), int(iters))), flush=True)
+
+
+def build(name: str, w: Workload, device: str, unroll: Optional[int]):
+  """A `Bench`, or a `TorchProcess` for torch (which takes the device); the JAX models run
+  on JAX's default backend."""
   if name == 'torch':
-    return build_torch(w, device)
-  if name in ('lstm_jax', DATA_PARALLEL):
-    return build_lstm_jax(w, unroll=unroll, data_parallel=name == DATA_PARALLEL)
+    return TorchProcess(w, device)
+  if name in ('lstm_jax', DATA_PARALLEL, *BACKEND_MODELS):
+    return build_lstm_jax(w, unroll=unroll, data_parallel=name == DATA_PARALLEL,
+                          backend=BACKEND_MODELS.get(name, 'auto'))
   return build_flax(w, unroll)
+
+
+def _measure(bench, mode: str, iters: int) -> tuple[float, Optional[float]]:
+  """(seconds per iteration, others' CPU share), wherever the model runs."""
+  if isinstance(bench, TorchProcess):
+    return bench.measure(mode, iters)
+  return _timed_with_load(getattr(bench, mode), iters)
 
 
 # ------------------------------------------------------------------------------ timing
@@ -377,10 +434,9 @@ def time_workload(w: Workload, models: tuple[str, ...], modes: tuple[str, ...],
   entries = [(name, mode) for name in models for mode in modes]
   out: dict[str, Any] = {name: {} for name in models}
   for name, mode in entries:
-    fn = getattr(benches[name], mode)
-    first = _timed(fn, 1)
-    fn()  # A second warm-up call (allocator, caches), untimed.
-    estimate = _timed(fn, 1)
+    first = _measure(benches[name], mode, 1)[0]
+    _measure(benches[name], mode, 1)  # A second warm-up call (allocator, caches).
+    estimate = _measure(benches[name], mode, 1)[0]
     iters = int(min(max_iters, max(min_iters, math.ceil(target_s / max(estimate, 1e-6)))))
     out[name][mode] = dict(first_call_s=first, iters=iters, raw_ms=[], others_cpu=[],
                            kept=[])
@@ -398,7 +454,7 @@ def time_workload(w: Workload, models: tuple[str, ...], modes: tuple[str, ...],
     start, loads = time.perf_counter(), []
     for name, mode in order:
       entry = out[name][mode]
-      seconds, others = _timed_with_load(getattr(benches[name], mode), entry['iters'])
+      seconds, others = _measure(benches[name], mode, entry['iters'])
       entry['raw_ms'].append(1e3 * seconds)
       entry['others_cpu'].append(others)
       loads.append(others)
@@ -422,6 +478,9 @@ def time_workload(w: Workload, models: tuple[str, ...], modes: tuple[str, ...],
     loads = [v for v, keep in zip(entry['others_cpu'], entry['kept'])
              if keep and v is not None]
     entry['others_cpu_mean'] = statistics.mean(loads) if loads else None
+  for bench in benches.values():
+    if isinstance(bench, TorchProcess):
+      bench.close()
   del benches
   gc.collect()
   return out
@@ -432,7 +491,7 @@ def speedups(timings: dict[str, Any]) -> dict[str, Any]:
   result = {}
   for mode in MODES:
     row = {}
-    for name in ('lstm_jax', 'flax', DATA_PARALLEL):
+    for name in ('lstm_jax', 'flax', *BACKEND_MODELS, DATA_PARALLEL):
       if mode in timings.get('torch', {}) and mode in timings.get(name, {}):
         row[f'torch/{name}'] = (timings['torch'][mode]['median_ms']
                                 / timings[name][mode]['median_ms'])
@@ -681,15 +740,18 @@ def markdown(results: dict[str, Any]) -> str:
   titles = {'train': 'Training step (forward + loss + backward + Adam)',
             'infer': 'Inference (forward only)'}
   data_parallel = DATA_PARALLEL in results['args']['models']
+  forced = [name for name in BACKEND_MODELS if name in results['args']['models']]
   dp_name = f'lstm_jax x{len(env["jax_devices"])} devices'
   for mode in results['args']['modes']:
     lines += [f'## {titles[mode]}', '',
               '| workload (B T I H L) | fwd GFLOP | torch ms | lstm_jax ms | flax ms '
               '| torch/lstm_jax | torch/flax | flax/lstm_jax | lstm_jax GFLOP/s '
+              + ''.join(f'| backend={BACKEND_MODELS[n]} ms | torch/({BACKEND_MODELS[n]}) '
+                        for n in forced)
               + (f'| {dp_name} ms | torch/({dp_name}) ' if data_parallel else '')
               + '| others\' CPU |',
               '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|'
-              + ('---:|---:|' if data_parallel else '')]
+              + '---:|---:|' * len(forced) + ('---:|---:|' if data_parallel else '')]
     for item in results['workloads']:
       t, s = item['timings'], item['speedup'].get(mode, {})
       w = Workload(**item['workload'])
@@ -700,6 +762,8 @@ def markdown(results: dict[str, Any]) -> str:
                    f'| {_ms(jx)} | {_ms(t.get("flax", {}).get(mode))} '
                    f'| {_ratio(s.get("torch/lstm_jax"))} | {_ratio(s.get("torch/flax"))} '
                    f'| {_ratio(s.get("flax/lstm_jax"))} | {rate} '
+                   + ''.join(f'| {_ms(t.get(n, {}).get(mode))} '
+                             f'| {_ratio(s.get(f"torch/{n}"))} ' for n in forced)
                    + (f'| {_ms(t.get(DATA_PARALLEL, {}).get(mode))} '
                       f'| {_ratio(s.get(f"torch/{DATA_PARALLEL}"))} ' if data_parallel else '')
                    + f'| {_others(t, mode)} |')
@@ -708,7 +772,9 @@ def markdown(results: dict[str, Any]) -> str:
     lines += [f'{dp_name}: the same lstm_jax model with the batch split over '
               f'{len(env["jax_devices"])} XLA devices (on CPU: host devices, one per core, '
               'as `lstm_jax.parallel.set_cpu_devices(0)` makes them), parameters replicated, '
-              'gradients all-reduced by XLA; n/a where the batch does not split evenly.', '']
+              'gradients all-reduced by XLA; n/a where the batch does not split evenly. '
+              'With more than one device lstm_jax\'s backend=\'auto\' runs its XLA scan '
+              '(oneDNN needs a single device), in every lstm_jax column of this run.', '']
   lines += ['## JAX compile time (first call minus steady-state median, seconds)', '',
             '| workload | lstm_jax train | lstm_jax infer | flax train | flax infer |',
             '|---|---:|---:|---:|---:|']
@@ -769,8 +835,10 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                       help='B,T,I,H,L each (default: the five standard workloads)')
   parser.add_argument('--models', default=','.join(MODELS),
                       help=f'comma-separated subset of {",".join(MODELS)}; add '
-                      f'{DATA_PARALLEL} for lstm_jax with the batch split over all local '
-                      'devices (on CPU: one host device per core)')
+                      f'{", ".join(BACKEND_MODELS)} for lstm_jax with that backend forced '
+                      f'(default: auto), {DATA_PARALLEL} for lstm_jax with the batch split over '
+                      'all local devices (on CPU: one host device per core; lstm_jax then '
+                      'runs its XLA scan, oneDNN needs a single device)')
   parser.add_argument('--modes', default=','.join(MODES), help='train,infer or a subset')
   parser.add_argument('--repeats', type=int, help='interleaved repeats (default 5; quick 2)')
   parser.add_argument('--target-ms', type=float, default=None,
@@ -795,7 +863,10 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
   parser.add_argument('--out', help='write the JSON results here')
   parser.add_argument('--md', help='write the markdown tables here too')
   parser.add_argument('--_rss-worker', dest='rss_worker', help=argparse.SUPPRESS)
+  parser.add_argument('--_torch-worker', dest='torch_worker', help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
+  if args.torch_worker:
+    return torch_worker(args.torch_worker)
   models = tuple(m for m in args.models.split(',') if m)
   if DATA_PARALLEL in models and args.device == 'cpu':
     from lstm_jax import parallel
@@ -815,7 +886,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
   if 'torch' in models and not have_torch():
     print('torch is not installed: skipping the torch columns.', file=sys.stderr)
     models = tuple(m for m in models if m != 'torch')
-  unknown = set(models) - set(MODELS) - {DATA_PARALLEL}
+  unknown = set(models) - set(MODELS) - {DATA_PARALLEL, *BACKEND_MODELS}
   if unknown:
     parser.error(f'unknown models {sorted(unknown)}')
   if DATA_PARALLEL in models:

@@ -252,6 +252,9 @@ class LSTMCell(nn.Module):
       sequence (Gal & Ghahramani 2016).
     unroll: the `unroll` of `lax.scan`; None: `unroll.default_unroll()` (8 on GPU, else 1).
     remat: recompute the step's activations in the backward pass instead of storing them.
+    backend: how the plain float32 LSTM runs: 'xla' (the fused scan), 'onednn' (oneDNN's
+      LSTM primitive on CPU; an error where it cannot run) or 'auto', which picks per
+      call (`fused.lstm`). Other structures always run the generic scan.
     dtype: matmul dtype (e.g. jnp.bfloat16); gate arithmetic and the state stay float32.
     param_dtype: parameter dtype.
   """
@@ -275,6 +278,7 @@ class LSTMCell(nn.Module):
   recurrent_dropout: float = 0.0
   unroll: Optional[int] = None
   remat: bool = False
+  backend: str = 'auto'
   dtype: Any = None
   param_dtype: Any = jnp.float32
   kernel_init: Initializer = nn.initializers.lecun_normal()
@@ -373,11 +377,18 @@ class LSTMCell(nn.Module):
     train = not deterministic
 
     zoneout = self.zoneout_cell or self.zoneout_hidden
-    if (s.is_plain and dtype == jnp.float32 and not zoneout
-        and not (train and self.recurrent_dropout)):
+    if self.backend not in fused.BACKENDS:
+      raise ValueError(f'backend must be one of {fused.BACKENDS}, got {self.backend!r}')
+    plain = (s.is_plain and dtype == jnp.float32 and not zoneout
+             and not (train and self.recurrent_dropout))
+    if self.backend == 'onednn' and not plain:
+      raise ValueError("backend='onednn' runs only the plain float32 LSTM (no peepholes, "
+                       'layer norm, projection, gate variants, cell clip, zoneout or '
+                       "recurrent dropout); use backend='auto' or 'xla' for this cell.")
+    if plain:
       (h, c), ys = fused.lstm(params['input_kernel'], params['recurrent_kernel'],
                               params['bias'], xs, valid, state.h, state.c,
-                              unroll=self.unroll, remat=self.remat)
+                              unroll=self.unroll, remat=self.remat, backend=self.backend)
       return LSTMState(h=h, c=c, gates=state.gates), ys
 
     recurrent_mask = None

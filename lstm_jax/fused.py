@@ -12,6 +12,9 @@ Measured on CPU (see ../shared notes and benchmarks/), three choices make it fas
   out of one scanned [batch, 4H] array cost several times more per step on CPU.
 
 The numbers are those of `cells.lstm_step` for the plain structure (tested to 1e-6).
+
+On a single CPU device `lstm` hands unmasked float32 calls to oneDNN's LSTM primitive
+instead (`backend='auto'`, see `onednn.py`), which runs each step on all cores.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from lstm_jax import onednn
 from lstm_jax.unroll import default_unroll
 
 Array = jax.Array
@@ -196,9 +200,43 @@ def _lstm_bwd(unroll, remat, residuals, cotangents):
 _lstm.defvjp(_lstm_fwd, _lstm_bwd)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
+def _lstm_auto(input_kernel, recurrent_kernel, bias, xs, h0, c0, unroll):
+  """oneDNN's forward where no gradient is taken; this module's scan and VJP where one is."""
+  return onednn.lstm(input_kernel, recurrent_kernel, bias, xs, h0, c0)
+
+
+def _lstm_auto_fwd(input_kernel, recurrent_kernel, bias, xs, h0, c0, unroll):
+  w = jnp.concatenate([input_kernel, recurrent_kernel], axis=0)
+  return _lstm_fwd(w, bias, xs, None, h0, c0, unroll, False)
+
+
+def _lstm_auto_bwd(unroll, residuals, cotangents):
+  dw, db, dxs, _, dh0, dc0 = _lstm_bwd(unroll, False, residuals, cotangents)
+  features = dxs.shape[-1]
+  return dw[:features], dw[features:], db, dxs, dh0, dc0
+
+
+_lstm_auto.defvjp(_lstm_auto_fwd, _lstm_auto_bwd)
+
+
+BACKENDS = ('auto', 'xla', 'onednn')
+# 'auto' calls oneDNN only for steps of at least this many FLOP (2 B 4H (I + H)): below,
+# its per-step synchronisation of two threads costs more than the step (2 CPU cores,
+# T=200 inference: 82 kFLOP 0.60x the scan's speed, 197-295 kFLOP 0.90-1.11x, 524 kFLOP
+# 1.48x, 606 kFLOP (B=1, H=256) 1.69x).
+AUTO_MIN_STEP_FLOP = 400_000
+# ... and trains through oneDNN only where I + H reaches this: oneDNN's training forward
+# keeps a workspace of about 10 / (I + H) bytes per FLOP, which XLA allocates and glibc's
+# default malloc page-faults in every step. Measured (2 cores, benchmarks/README.md),
+# oneDNN's training step against the scan's: I + H = 192 (B32 T100) 0.74x, 160 (B16
+# T1000) 0.93x; 296 (B1 T500) 1.52x, 384 (B64 T200, 2 layers) 1.40x, 768 (B128 T50) 1.13x.
+AUTO_TRAIN_MIN_WIDTH = 256
+
+
 def lstm(input_kernel: Array, recurrent_kernel: Array, bias: Array, xs: Array,
          valid: Optional[Array], h0: Array, c0: Array, *, unroll: Optional[int] = None,
-         remat: bool = False) -> tuple[tuple[Array, Array], Array]:
+         remat: bool = False, backend: str = 'auto') -> tuple[tuple[Array, Array], Array]:
   """The plain LSTM over a time-major sequence, gates in PyTorch's (i, f, g, o) order.
 
   Args:
@@ -211,12 +249,32 @@ def lstm(input_kernel: Array, recurrent_kernel: Array, bias: Array, xs: Array,
     unroll: `lax.scan`'s unroll, forward and backward; None: `unroll.default_unroll()`.
     remat: store only (h, c) per step and recompute the gates in the backward pass
       (4H fewer floats per step and batch row, one more matmul per step).
+    backend: 'xla' (this module's scan and VJP), 'onednn' (`onednn.lstm`, oneDNN's LSTM
+      primitive as torch uses it on CPU, forward and backward) or 'auto' (default): where
+      `onednn.supports` the call (CPU, one device, float32, no `valid`, no remat, oneDNN
+      installed) and each step has at least `AUTO_MIN_STEP_FLOP`, oneDNN's forward, and
+      also its backward pass if I + H >= `AUTO_TRAIN_MIN_WIDTH` (else the scan's); else
+      'xla'.
 
   Returns:
     ((h_final, c_final), ys) with ys <float32>[time, batch, H].
   """
+  if backend not in BACKENDS:
+    raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
   if xs.shape[0] == 0:  # No steps: the backward pass below assumes at least one.
     return (h0, c0), jnp.zeros(xs.shape[:2] + h0.shape[-1:], h0.dtype)
+  step_flop = 2 * xs.shape[1] * bias.shape[-1] * (xs.shape[-1] + h0.shape[-1])
+  if backend == 'onednn' or (backend == 'auto' and step_flop >= AUTO_MIN_STEP_FLOP):
+    args = (input_kernel, recurrent_kernel, bias, xs, h0, c0)
+    reason = onednn.supports(xs, valid, remat, jnp.result_type(*args))
+    if reason is None:  # E.g. bfloat16 parameters: the scan computes in float32 too.
+      args = tuple(a.astype(jnp.float32) for a in args)
+      if backend == 'onednn' or xs.shape[-1] + h0.shape[-1] >= AUTO_TRAIN_MIN_WIDTH:
+        return onednn.lstm(*args)
+      return _lstm_auto(*args, default_unroll() if unroll is None else unroll)
+    if backend == 'onednn':
+      raise ValueError(f"backend='onednn' cannot run this call: {reason}. Use "
+                       "backend='auto' (falls back to 'xla') or 'xla'.")
   w = jnp.concatenate([input_kernel, recurrent_kernel], axis=0)
   if unroll is None:
     unroll = default_unroll()

@@ -29,7 +29,8 @@ _LSTM_ONLY = dict(proj_size=None, forget_bias=1.0, forget_bias_init='constant',
                   chrono_max_length=None, peepholes=False, layer_norm=False, coupled=False,
                   input_gate=True, forget_gate=True, output_gate=True,
                   input_activation=True, output_activation=True,
-                  full_gate_recurrence=False, cell_clip=None, zoneout_cell=0.0)
+                  full_gate_recurrence=False, cell_clip=None, zoneout_cell=0.0,
+                  backend='auto')
 _CELLS = {'lstm': LSTMCell, 'gru': GRUCell, 'rnn': SimpleRNNCell}
 
 
@@ -74,6 +75,7 @@ class RNN(nn.Module):
   recurrent_dropout: float = 0.0
   unroll: Optional[int] = None
   remat: bool = False
+  backend: str = 'auto'
   dtype: Any = None
   param_dtype: Any = jnp.float32
 

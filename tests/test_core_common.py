@@ -22,7 +22,7 @@ from lstm_jax import RNN, LSTMState, RNNState, GREFF_VARIANTS  # noqa: E402,F401
 LAYER_KEYS = ('hidden_size', 'cell_type', 'num_layers', 'bidirectional', 'merge',
               'residual', 'zoneout_cell', 'zoneout_hidden')
 NOT_STRUCTURE = ('forget_bias', 'forget_bias_init', 'chrono_max_length', 'dropout',
-                 'recurrent_dropout', 'unroll', 'remat', 'dtype', 'param_dtype')
+                 'recurrent_dropout', 'unroll', 'remat', 'backend', 'dtype', 'param_dtype')
 
 # Every LSTMCell option alone, each of Greff et al.'s variants, and a few combinations.
 LSTM_CASES: dict[str, dict[str, Any]] = {

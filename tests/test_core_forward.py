@@ -15,7 +15,7 @@ import pytest
 import test_core_common as common
 from test_core_common import LSTM_CASES, jax, jnp
 import reference
-from lstm_jax import fused
+from lstm_jax import fused, onednn
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 B, T, F, H = 4, 5, 3, 4
@@ -52,6 +52,25 @@ def test_lstm_variant_matches_reference(name):
 @pytest.mark.parametrize('name', ['plain', 'full_gate_recurrence'])
 def test_lstm_variant_zero_initial_state(name):
   _compare(dict(hidden_size=H, **LSTM_CASES[name]), random_init=False)
+
+
+@pytest.mark.parametrize('backend', ['xla', 'onednn'])
+@pytest.mark.parametrize('options', [dict(), dict(num_layers=2, bidirectional=True)],
+                         ids=['plain', 'bidir_2layer'])
+def test_unmasked_plain_lstm_matches_reference(options, backend):
+  """No seq_lengths: where 'auto' runs oneDNN on CPU. Both backends, a random state."""
+  if backend == 'onednn' and not onednn.available():
+    pytest.skip('oneDNN is not installed')
+  options = dict(hidden_size=H, backend=backend, **options)
+  model, variables, x = common.setup(options, B, T, F, seed=5)
+  state0 = common.random_state(model, B, 6)
+  out, final = jax.jit(lambda v, x, s: model.apply(v, x, initial_state=s))(variables, x,
+                                                                           state0)
+  ref_out, ref_final = reference.rnn_reference(
+      variables['params'], np.asarray(x), np.full(B, T),
+      initial_state=common.state_dict(state0), **common.split_options(options))
+  np.testing.assert_allclose(out, ref_out, err_msg='outputs', **TOL)
+  common.assert_state_close(final, ref_final, **TOL)
 
 
 def test_plain_lstm_goes_through_fused_path(monkeypatch):

@@ -17,7 +17,8 @@ import pytest
 import test_core_common as common
 from test_core_common import LSTM_CASES, jax, jnp
 import reference
-from lstm_jax import LSTMState, LSTMStructure, fused, lstm_step, scan_steps, valid_mask
+from lstm_jax import (LSTMState, LSTMStructure, fused, lstm_step, onednn, scan_steps,
+                      valid_mask)
 
 B, T, F, H = 3, 3, 2, 2
 LENGTHS = np.array([3, 0, 2])
@@ -30,17 +31,20 @@ def _flatten(tree):
 
 
 def _check_against_fd(options, lengths=LENGTHS, features=F, seed=0):
-  lengths = np.asarray(lengths)
+  """lengths=None: no `seq_lengths` (every sequence has all T steps)."""
+  model_lengths = None if lengths is None else jnp.asarray(lengths)
+  lengths = np.full(B, T) if lengths is None else np.asarray(lengths)
   model, variables, x = common.setup(options, len(lengths), T, features, seed)
   state0 = common.random_state(model, len(lengths), seed + 1)
   rng = np.random.default_rng(seed + 2)
-  out_shape = jax.eval_shape(lambda: model.apply(variables, x, seq_lengths=lengths))[0].shape
+  out_shape = jax.eval_shape(lambda: model.apply(variables, x, seq_lengths=model_lengths)
+                             )[0].shape
   w_out = rng.standard_normal(out_shape)
   w_state = {k: rng.standard_normal(v.shape) for k, v in common.state_dict(state0).items()}
   opts = common.split_options(options)
 
   def jax_loss(params, x, state):
-    out, final = model.apply({'params': params}, x, seq_lengths=jnp.asarray(lengths),
+    out, final = model.apply({'params': params}, x, seq_lengths=model_lengths,
                              initial_state=state)
     loss = jnp.sum(out * w_out)
     for k, v in final._asdict().items():
@@ -104,6 +108,17 @@ def test_other_cells_and_stacks_grads_match_finite_differences(options):
   _check_against_fd(options, seed=4, **({'features': H} if options.get('residual') else {}))
 
 
+@pytest.mark.parametrize('backend', ['xla', 'onednn'])
+@pytest.mark.parametrize('options', [dict(hidden_size=H),
+                                     dict(hidden_size=H, num_layers=2, bidirectional=True)],
+                         ids=['plain', 'bidir_2layer'])
+def test_unmasked_plain_lstm_grads_match_finite_differences(options, backend):
+  """Without seq_lengths 'auto' picks oneDNN on CPU; both backends against the reference."""
+  if backend == 'onednn' and not onednn.available():
+    pytest.skip('oneDNN is not installed')
+  _check_against_fd(dict(options, backend=backend), lengths=None)
+
+
 # ----------------------------------------------------------- fused vs generic path
 
 def _plain_inputs(seed=0, batch=3, time=5, features=3, hidden=4):
@@ -114,8 +129,9 @@ def _plain_inputs(seed=0, batch=3, time=5, features=3, hidden=4):
 
 
 def _run_fused(a, valid, unroll, remat):
+  # The XLA scan; tests/test_core_onednn.py checks the oneDNN backend.
   (h, c), ys = fused.lstm(a['ik'], a['rk'], a['b'], a['xs'], valid, a['h0'], a['c0'],
-                          unroll=unroll, remat=remat)
+                          unroll=unroll, remat=remat, backend='xla')
   return h, c, ys
 
 

@@ -1,0 +1,562 @@
+"""The plain LSTM on CPU through oneDNN's LSTM primitive, as an XLA custom call.
+
+On CPU, PyTorch's `nn.LSTM` runs oneDNN's LSTM primitive, which spreads every time step
+over all cores with a barrier per step. XLA runs the steps of a `lax.scan` on one core
+(benchmarks/README.md, "Why lstm_jax is slower than torch here"), so `fused.lstm` calls
+the same primitive where it can (`fused.lstm(..., backend=...)`): forward inference,
+forward training (which fills oneDNN's workspace) and backward.
+
+No compiler is needed: oneDNN comes from the `onednn-cpu-gomp` wheel and its C API is
+called through ctypes; the three XLA FFI handlers are ctypes callbacks, which read
+XLA's buffers in place. Each call runs on one dedicated thread: libgomp gives every
+thread that starts a parallel region its own team, and with more team threads than cores
+it stops spinning between parallel regions, which made each step wait for a sleeping
+thread (2-3x slower when the primitive ran on XLA's own threads).
+
+Gates are in PyTorch's (i, f, g, o) order, which is oneDNN's `ldigo` weight layout, so
+`input_kernel` <[I, 4H]> and `recurrent_kernel` <[H, 4H]> are used as they are.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ctypes
+import functools
+import importlib.metadata
+import os
+import re
+import threading
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+LIBRARY_ENV = 'LSTM_JAX_ONEDNN_LIB'
+PACKAGE = 'onednn-cpu-gomp'
+
+# oneDNN 3.x C API constants (oneapi/dnnl/dnnl_types.h, dnnl_common_types.h).
+_F32 = 3
+_ANY, _TNC, _LDNC, _LDIGO, _LDGO = 1, 4, 5, 6, 5
+_FORWARD_INFERENCE, _FORWARD_TRAINING, _BACKWARD = 96, 64, 128
+_LEFT_TO_RIGHT = 1
+_CPU_ENGINE = 1
+_SCRATCHPAD_USER = 1
+_DIFF_WEIGHTS_OVERWRITE = 1
+_QUERY_WEIGHTS_MD, _QUERY_DIFF_WEIGHTS_MD = 131, 132
+_QUERY_WORKSPACE_MD, _QUERY_SCRATCHPAD_MD = 135, 136
+_ARG = dict(src_layer=1, src_iter=2, src_iter_c=3, dst_layer=17, dst_iter=18,
+            dst_iter_c=19, weights_layer=33, weights_iter=34, bias=41, workspace=64,
+            scratchpad=80)
+_ARG_FROM, _ARG_TO, _ARG_DIFF = 1, 17, 128
+
+_vp = ctypes.c_void_p
+
+# oneDNN's kernels may read its workspace and scratchpad with aligned vector loads.
+_ALIGN = 64
+
+
+def _aligned(size: int) -> tuple[np.ndarray, int]:
+  """(buffer to keep alive, a 64-byte aligned pointer to `size` bytes inside it)."""
+  buf = np.empty(size + _ALIGN, np.uint8)
+  return buf, buf.ctypes.data + (-buf.ctypes.data) % _ALIGN
+
+
+class _Version(ctypes.Structure):
+  _fields_ = [('major', ctypes.c_int), ('minor', ctypes.c_int), ('patch', ctypes.c_int)]
+
+
+class _ExecArg(ctypes.Structure):
+  _fields_ = [('arg', ctypes.c_int), ('memory', _vp)]
+
+
+def _find_library() -> str:
+  if os.environ.get(LIBRARY_ENV):
+    return os.environ[LIBRARY_ENV]
+  try:
+    files = importlib.metadata.distribution(PACKAGE).files or []
+  except importlib.metadata.PackageNotFoundError:
+    raise OSError(f'oneDNN not found: `pip install {PACKAGE}` (requirements.txt) or set '
+                  f'{LIBRARY_ENV} to a libdnnl.so.3') from None
+  for f in files:
+    if f.name == 'libdnnl.so.3':
+      return str(f.locate())
+  raise OSError(f'{PACKAGE} is installed but has no libdnnl.so.3')
+
+
+class _Library:
+  """libdnnl with one CPU engine and stream; calls that never block keep the GIL."""
+
+  def __init__(self, path: str):
+    # CDLL releases the GIL during a call (execute: milliseconds); PyDLL keeps it (the
+    # microsecond calls), so a busy Python thread cannot stall a step between them.
+    self.slow = ctypes.CDLL(path)
+    self.fast = ctypes.PyDLL(path)
+    self.fast.dnnl_version.restype = ctypes.POINTER(_Version)
+    v = self.fast.dnnl_version().contents
+    self.version = f'{v.major}.{v.minor}.{v.patch}'
+    if v.major != 3:
+      raise OSError(f'{path} is oneDNN {self.version}; lstm_jax needs oneDNN 3.x')
+    for name in ('dnnl_primitive_desc_query_md',):
+      getattr(self.fast, name).restype = _vp
+      getattr(self.fast, name).argtypes = [_vp, ctypes.c_int, ctypes.c_int]
+    self.fast.dnnl_memory_desc_get_size.restype = ctypes.c_size_t
+    self.fast.dnnl_memory_desc_get_size.argtypes = [_vp]
+    self.fast.dnnl_memory_desc_equal.argtypes = [_vp, _vp]
+    self.fast.dnnl_memory_set_data_handle.argtypes = [_vp, _vp]
+    self.engine = self.new('dnnl_engine_create', _CPU_ENGINE, 0)
+    self.stream = self.new('dnnl_stream_create', self.engine, 1)
+    # Scratchpads are passed in (`_scratchpad`), so that their memory outlives each call.
+    self.attr = self.new('dnnl_primitive_attr_create')
+    self.check(self.fast.dnnl_primitive_attr_set_scratchpad_mode(self.attr, _SCRATCHPAD_USER),
+               'dnnl_primitive_attr_set_scratchpad_mode')
+
+  @staticmethod
+  def check(status: int, what: str):
+    if status != 0:
+      raise RuntimeError(f'oneDNN {what} failed with status {status}')
+
+  def new(self, fn: str, *args) -> _vp:
+    handle = _vp()
+    self.check(getattr(self.fast, fn)(ctypes.byref(handle), *args), fn)
+    return handle
+
+  def desc(self, dims, tag) -> _vp:
+    return self.new('dnnl_memory_desc_create_with_tag', len(dims),
+                    (ctypes.c_int64 * 12)(*dims), _F32, tag)
+
+  def query(self, pd, what: int, index: int = 0) -> _vp:
+    return _vp(self.fast.dnnl_primitive_desc_query_md(pd, what, index))
+
+  def size(self, md) -> int:
+    return self.fast.dnnl_memory_desc_get_size(md)
+
+  def memory(self, md) -> _vp:
+    return self.new('dnnl_memory_create', md, self.engine, _vp(0))
+
+  def primitive(self, pd) -> _vp:
+    return self.new('dnnl_primitive_create', pd)
+
+
+# Every oneDNN call, primitive creation included, runs on this one thread: a second
+# thread starting parallel regions gets a second libgomp team (see the module docstring);
+# creating the primitives on the tracing thread made the backward pass 28% slower.
+_WORKER_NAME = 'lstm_jax_onednn'
+_worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=_WORKER_NAME)
+
+
+def _on_worker(fn, *args):
+  if threading.current_thread().name.startswith(_WORKER_NAME):
+    return fn(*args)
+  return _worker.submit(fn, *args).result()
+
+
+_loaded: list = []  # [library] or [error], after the first attempt.
+
+
+def _library() -> _Library:
+  """The loaded library; raises OSError (always the same one) where it does not load."""
+  if not _loaded:
+    try:
+      _loaded.append(_on_worker(lambda: _Library(_find_library())))
+    except (OSError, RuntimeError) as e:  # RuntimeError: engine or stream creation.
+      _loaded.append(OSError(f'oneDNN unavailable: {e}'))
+  if isinstance(_loaded[0], Exception):
+    raise _loaded[0]
+  return _loaded[0]
+
+
+def available() -> bool:
+  """True where oneDNN loads (its wheel and the system's libgomp are installed)."""
+  try:
+    _library()
+    return True
+  except OSError:
+    return False
+
+
+_scratch: list = [np.empty(0, np.uint8)]
+
+
+def _scratchpad(size: int) -> int:
+  """A 64-byte aligned pointer to `size` bytes, reused by every call (the worker thread's).
+
+  The scratchpads are large (107 MiB for B64 T200 H256 inference, 255 MiB for its training
+  passes); allocated per call, glibc maps and page-faults them in every time.
+  """
+  if _scratch[0].size < size + _ALIGN:
+    _scratch[0] = np.empty(size + _ALIGN, np.uint8)
+  pointer = _scratch[0].ctypes.data
+  return pointer + (-pointer) % _ALIGN
+
+
+class _Step:
+  """One oneDNN primitive with cached memory objects; `run` binds pointers and executes."""
+
+  def __init__(self, lib: _Library, pd: _vp, descs: dict[int, _vp]):
+    self.lib, self.pd, self.prim = lib, pd, lib.primitive(pd)
+    scratch = lib.query(pd, _QUERY_SCRATCHPAD_MD)
+    self.scratch_size = lib.size(scratch)
+    if self.scratch_size:
+      descs = {**descs, _ARG['scratchpad']: scratch}
+    self.memories = {arg: lib.memory(md) for arg, md in descs.items()}
+    self.args = (_ExecArg * len(descs))(*[_ExecArg(a, m) for a, m in self.memories.items()])
+
+  def run(self, pointers: dict[int, int]):
+    lib = self.lib
+    if self.scratch_size:
+      pointers = {**pointers, _ARG['scratchpad']: _scratchpad(self.scratch_size)}
+    for arg, memory in self.memories.items():
+      lib.fast.dnnl_memory_set_data_handle(memory, _vp(pointers[arg]))
+    lib.check(lib.slow.dnnl_primitive_execute(self.prim, lib.stream, len(self.args),
+                                              self.args), 'dnnl_primitive_execute')
+    lib.check(lib.slow.dnnl_stream_wait(lib.stream), 'dnnl_stream_wait')
+
+
+class _Reorder:
+  """Copies weights between the user's ldigo layout and a primitive's chosen layout."""
+
+  def __init__(self, lib: _Library, src: _vp, dst: _vp, packed: _vp):
+    self.size = lib.size(packed)  # Bytes of the primitive's side, src or dst.
+    self.step = None
+    if not lib.fast.dnnl_memory_desc_equal(src, dst):
+      pd = lib.new('dnnl_reorder_primitive_desc_create', src, lib.engine, dst, lib.engine,
+                   lib.attr)
+      self.step = _Step(lib, pd, {_ARG_FROM: src, _ARG_TO: dst})
+
+  def __call__(self, src: int, dst: int):
+    self.step.run({_ARG_FROM: src, _ARG_TO: dst})
+
+
+class _Primitives:
+  """Inference, training and backward primitives for one (T, B, I, H)."""
+
+  def __init__(self, time: int, batch: int, features: int, hidden: int):
+    lib = self.lib = _library()
+    d = lib.desc
+    user = dict(
+        src_layer=d([time, batch, features], _TNC),
+        src_iter=d([1, 1, batch, hidden], _LDNC), src_iter_c=d([1, 1, batch, hidden], _LDNC),
+        weights_layer=d([1, 1, features, 4, hidden], _LDIGO),
+        weights_iter=d([1, 1, hidden, 4, hidden], _LDIGO),
+        bias=d([1, 1, 4, hidden], _LDGO),
+        dst_layer=d([time, batch, hidden], _TNC),
+        dst_iter=d([1, 1, batch, hidden], _LDNC), dst_iter_c=d([1, 1, batch, hidden], _LDNC))
+    self.user = user
+    any_w = (d([1, 1, features, 4, hidden], _ANY), d([1, 1, hidden, 4, hidden], _ANY))
+    fixed = [user[k] for k in ('src_layer', 'src_iter', 'src_iter_c')]
+    outs = [user[k] for k in ('dst_layer', 'dst_iter', 'dst_iter_c')]
+
+    def forward(prop):
+      return lib.new('dnnl_lstm_forward_primitive_desc_create', lib.engine, prop,
+                     _LEFT_TO_RIGHT, *fixed, *any_w, _vp(0), _vp(0), user['bias'], *outs,
+                     0, lib.attr)
+
+    self.infer = self._with_weights(forward(_FORWARD_INFERENCE), _QUERY_WEIGHTS_MD)
+    train_pd = forward(_FORWARD_TRAINING)
+    self.workspace = lib.query(train_pd, _QUERY_WORKSPACE_MD)
+    self.workspace_size = lib.size(self.workspace)
+    self.train = self._with_weights(train_pd, _QUERY_WEIGHTS_MD,
+                                    {_ARG['workspace']: self.workspace})
+    bwd_pd = lib.new('dnnl_lstm_backward_primitive_desc_create', lib.engine, _BACKWARD,
+                     _LEFT_TO_RIGHT, *fixed, *any_w, _vp(0), _vp(0), user['bias'], *outs,
+                     *fixed, *any_w, _vp(0), _vp(0), user['bias'], *outs,
+                     _DIFF_WEIGHTS_OVERWRITE, train_pd, lib.attr)
+    diff = {_ARG_DIFF + _ARG[k]: user[k] for k in
+            ('src_layer', 'src_iter', 'src_iter_c', 'bias', 'dst_layer', 'dst_iter',
+             'dst_iter_c')}
+    diff_w = [lib.query(bwd_pd, _QUERY_DIFF_WEIGHTS_MD, i) for i in (0, 1)]
+    diff[_ARG_DIFF + _ARG['weights_layer']] = diff_w[0]
+    diff[_ARG_DIFF + _ARG['weights_iter']] = diff_w[1]
+    diff[_ARG['workspace']] = self.workspace
+    self.backward = self._with_weights(bwd_pd, _QUERY_WEIGHTS_MD, diff)
+    self.diff_reorders = [_Reorder(lib, w, user[k], packed=w)
+                          for w, k in zip(diff_w, ('weights_layer', 'weights_iter'))]
+
+  def _with_weights(self, pd, query, extra=None):
+    """(step, weight reorders): the primitive reads weights in the layout it chose."""
+    lib, user = self.lib, self.user
+    chosen = [lib.query(pd, query, i) for i in (0, 1)]
+    descs = {_ARG[k]: user[k] for k in ('src_layer', 'src_iter', 'src_iter_c', 'bias',
+                                        'dst_layer', 'dst_iter', 'dst_iter_c')}
+    descs[_ARG['weights_layer']], descs[_ARG['weights_iter']] = chosen
+    descs.update(extra or {})
+    reorders = [_Reorder(lib, user[k], w, packed=w)
+                for w, k in zip(chosen, ('weights_layer', 'weights_iter'))]
+    return _Step(lib, pd, descs), reorders
+
+
+@functools.lru_cache(maxsize=64)
+def _primitives(time: int, batch: int, features: int, hidden: int) -> _Primitives:
+  return _on_worker(_Primitives, time, batch, features, hidden)
+
+
+def _weights(reorders, pointers) -> tuple[list[int], list[np.ndarray]]:
+  """Pointers to the weights in the primitive's layout (and the buffers to keep alive)."""
+  out, keep = [], []
+  for reorder, pointer in zip(reorders, pointers):
+    if reorder.step is None:
+      out.append(pointer)
+    else:
+      buf, aligned = _aligned(reorder.size)
+      reorder(pointer, aligned)
+      out.append(aligned)
+      keep.append(buf)
+  return out, keep
+
+
+def _forward(training: bool, ins, outs):
+  (wx, _), (wh, _), (b, _), (xs, (time, batch, features)), (h0, (_, hidden)), (c0, _) = ins
+  p = _primitives(time, batch, features, hidden)
+  step, reorders = p.train if training else p.infer
+  (w_layer, w_iter), keep = _weights(reorders, (wx, wh))
+  pointers = {_ARG['src_layer']: xs, _ARG['src_iter']: h0, _ARG['src_iter_c']: c0,
+              _ARG['bias']: b, _ARG['weights_layer']: w_layer, _ARG['weights_iter']: w_iter,
+              _ARG['dst_layer']: outs[0][0], _ARG['dst_iter']: outs[1][0],
+              _ARG['dst_iter_c']: outs[2][0]}
+  if training:
+    pointers[_ARG['workspace']] = _workspace_start(outs[3][0])
+  step.run(pointers)
+  del keep
+
+
+def _workspace_start(pointer: int) -> int:
+  """Aligns the workspace inside its XLA buffer; byte 0 records the offset."""
+  offset = _ALIGN - pointer % _ALIGN  # 1..64: byte 0 is never part of the workspace.
+  ctypes.c_uint8.from_address(pointer).value = offset
+  return pointer + offset
+
+
+def _workspace_read(pointer: int, size: int) -> tuple[int, Optional[np.ndarray]]:
+  """The workspace written by `_workspace_start`, copied if XLA moved it off alignment."""
+  start = pointer + ctypes.c_uint8.from_address(pointer).value
+  if start % _ALIGN == 0:
+    return start, None
+  buf, aligned = _aligned(size)
+  ctypes.memmove(aligned, start, size)
+  return aligned, buf
+
+
+def _backward(ins, outs):
+  (wx, wh, b, xs, h0, c0, ys, h, c, workspace, dys, dh, dc) = [i[0] for i in ins]
+  time, batch, features = ins[3][1]
+  p = _primitives(time, batch, features, ins[4][1][1])
+  step, reorders = p.backward
+  (w_layer, w_iter), keep = _weights(reorders, (wx, wh))
+  workspace, copy = _workspace_read(workspace, p.workspace_size)
+  keep.append(copy)
+  dwx, dwh, db, dxs, dh0, dc0 = [o[0] for o in outs]
+  diff_w = []
+  for reorder, out in zip(p.diff_reorders, (dwx, dwh)):
+    if reorder.step is None:
+      diff_w.append(out)
+    else:
+      buf, aligned = _aligned(reorder.size)
+      keep.append(buf)
+      diff_w.append(aligned)
+  a, d = _ARG, _ARG_DIFF
+  step.run({a['src_layer']: xs, a['src_iter']: h0, a['src_iter_c']: c0, a['bias']: b,
+            a['weights_layer']: w_layer, a['weights_iter']: w_iter, a['dst_layer']: ys,
+            a['dst_iter']: h, a['dst_iter_c']: c, a['workspace']: workspace,
+            d + a['dst_layer']: dys, d + a['dst_iter']: dh, d + a['dst_iter_c']: dc,
+            d + a['src_layer']: dxs, d + a['src_iter']: dh0, d + a['src_iter_c']: dc0,
+            d + a['bias']: db, d + a['weights_layer']: diff_w[0],
+            d + a['weights_iter']: diff_w[1]})
+  for reorder, src, out in zip(p.diff_reorders, diff_w, (dwx, dwh)):
+    if reorder.step is not None:
+      reorder(src, out)
+  del keep
+
+
+# ------------------------------------------------------------------ XLA FFI handlers
+# Layouts from xla/ffi/api/c_api.h (jax.ffi.include_dir()).
+
+
+class _ExtensionBase(ctypes.Structure):
+  _fields_ = [('struct_size', ctypes.c_size_t), ('type', ctypes.c_int), ('next', _vp)]
+
+
+class _ApiVersion(ctypes.Structure):
+  _fields_ = [('struct_size', ctypes.c_size_t), ('extension_start', _vp),
+              ('major', ctypes.c_int), ('minor', ctypes.c_int)]
+
+
+class _Metadata(ctypes.Structure):
+  _fields_ = [('struct_size', ctypes.c_size_t), ('api_version', _ApiVersion),
+              ('traits', ctypes.c_uint32)]
+
+
+class _MetadataExtension(ctypes.Structure):
+  _fields_ = [('extension_base', _ExtensionBase), ('metadata', ctypes.POINTER(_Metadata))]
+
+
+class _Buffer(ctypes.Structure):
+  _fields_ = [('struct_size', ctypes.c_size_t), ('extension_start', _vp),
+              ('dtype', ctypes.c_int), ('data', _vp), ('rank', ctypes.c_int64),
+              ('dims', ctypes.POINTER(ctypes.c_int64))]
+
+
+class _Values(ctypes.Structure):  # XLA_FFI_Args and XLA_FFI_Rets
+  _fields_ = [('struct_size', ctypes.c_size_t), ('extension_start', _vp),
+              ('size', ctypes.c_int64), ('types', _vp), ('values', ctypes.POINTER(_vp))]
+
+
+class _Attrs(ctypes.Structure):
+  _fields_ = [('struct_size', ctypes.c_size_t), ('extension_start', _vp),
+              ('size', ctypes.c_int64), ('types', _vp), ('names', _vp), ('attrs', _vp)]
+
+
+class _CallFrame(ctypes.Structure):
+  _fields_ = [('struct_size', ctypes.c_size_t),
+              ('extension_start', ctypes.POINTER(_ExtensionBase)), ('api', _vp),
+              ('ctx', _vp), ('stage', ctypes.c_int), ('args', _Values), ('rets', _Values),
+              ('attrs', _Attrs), ('future', _vp)]
+
+
+class _ErrorCreateArgs(ctypes.Structure):
+  _fields_ = [('struct_size', ctypes.c_size_t), ('extension_start', _vp),
+              ('message', ctypes.c_char_p), ('errc', ctypes.c_int)]
+
+
+class _Api(ctypes.Structure):
+  _fields_ = [('struct_size', ctypes.c_size_t), ('extension_start', _vp),
+              ('api_version', _ApiVersion), ('internal_api', _vp),
+              ('error_create', ctypes.CFUNCTYPE(_vp, ctypes.POINTER(_ErrorCreateArgs)))]
+
+
+_HANDLER = ctypes.CFUNCTYPE(_vp, ctypes.POINTER(_CallFrame))
+_METADATA_EXTENSION, _EXECUTE_STAGE, _INTERNAL_ERROR = 1, 3, 13
+
+
+def _ffi_version() -> tuple[int, int]:
+  header = open(os.path.join(jax.ffi.include_dir(), 'xla', 'ffi', 'api', 'c_api.h')).read()
+  return tuple(int(re.search(rf'#define XLA_FFI_API_{part} (\d+)', header).group(1))
+               for part in ('MAJOR', 'MINOR'))
+
+
+def _buffers(values: _Values):
+  out = []
+  for k in range(values.size):
+    b = ctypes.cast(values.values[k], ctypes.POINTER(_Buffer)).contents
+    out.append((b.data, tuple(b.dims[i] for i in range(b.rank))))
+  return out
+
+
+def _handler(run, version):
+  def handle(frame_pointer):
+    frame = frame_pointer.contents
+    if frame.extension_start and frame.extension_start.contents.type == _METADATA_EXTENSION:
+      ext = ctypes.cast(frame.extension_start, ctypes.POINTER(_MetadataExtension)).contents
+      ext.metadata.contents.api_version.major, ext.metadata.contents.api_version.minor = version
+      ext.metadata.contents.traits = 0
+      return None
+    if frame.stage != _EXECUTE_STAGE:
+      return None
+    try:
+      _on_worker(run, _buffers(frame.args), _buffers(frame.rets))
+      return None
+    except Exception as e:  # Reported by XLA as the error of the jitted call.
+      message = f'lstm_jax.onednn: {type(e).__name__}: {e}'.encode()
+      api = ctypes.cast(frame.api, ctypes.POINTER(_Api)).contents
+      args = _ErrorCreateArgs(ctypes.sizeof(_ErrorCreateArgs), None, message, _INTERNAL_ERROR)
+      return api.error_create(ctypes.byref(args))
+  return _HANDLER(handle)
+
+
+_TARGETS = {'infer': functools.partial(_forward, False),
+            'train': functools.partial(_forward, True), 'backward': _backward}
+_registered: dict[str, object] = {}
+_register_lock = threading.Lock()
+
+
+def _target(name: str) -> str:
+  with _register_lock:
+    if not _registered:
+      _library()  # Fail here, at trace time, where oneDNN is missing.
+      version = _ffi_version()
+      for key, run in _TARGETS.items():
+        _registered[key] = handler = _handler(run, version)  # Kept alive: XLA calls it.
+        jax.ffi.register_ffi_target(f'lstm_jax_onednn_{key}',
+                                    jax.ffi.pycapsule(ctypes.cast(handler, _vp).value),
+                                    platform='cpu')
+  return f'lstm_jax_onednn_{name}'
+
+
+def _outputs(xs: Array, h0: Array):
+  time, batch, _ = xs.shape
+  hidden = h0.shape[-1]
+  return (jax.ShapeDtypeStruct((time, batch, hidden), jnp.float32),
+          jax.ShapeDtypeStruct((batch, hidden), jnp.float32),
+          jax.ShapeDtypeStruct((batch, hidden), jnp.float32))
+
+
+def _call(name: str, outputs, *args):
+  return jax.ffi.ffi_call(_target(name), outputs, vmap_method='sequential')(*args)
+
+
+@jax.custom_vjp
+def _lstm(wx, wh, b, xs, h0, c0):
+  ys, h, c = _call('infer', _outputs(xs, h0), wx, wh, b, xs, h0, c0)
+  return (h, c), ys
+
+
+def _lstm_fwd(wx, wh, b, xs, h0, c0):
+  size = _primitives(*xs.shape, h0.shape[-1]).workspace_size + _ALIGN
+  workspace = jax.ShapeDtypeStruct((size,), jnp.uint8)
+  ys, h, c, ws = _call('train', _outputs(xs, h0) + (workspace,), wx, wh, b, xs, h0, c0)
+  return ((h, c), ys), (wx, wh, b, xs, h0, c0, ys, h, c, ws)
+
+
+def _lstm_bwd(residuals, cotangents):
+  (dh, dc), dys = cotangents
+  grads = tuple(jax.ShapeDtypeStruct(r.shape, r.dtype) for r in residuals[:6])
+  return _call('backward', grads, *residuals, dys, dh, dc)
+
+
+_lstm.defvjp(_lstm_fwd, _lstm_bwd)
+
+
+def lstm(input_kernel: Array, recurrent_kernel: Array, bias: Array, xs: Array, h0: Array,
+         c0: Array) -> tuple[tuple[Array, Array], Array]:
+  """`fused.lstm` without masking, computed by oneDNN (CPU, float32).
+
+  Args:
+    input_kernel: <float32>[features, 4H], gates (i, f, g, o).
+    recurrent_kernel: <float32>[H, 4H].
+    bias: <float32>[4H].
+    xs: <float32>[time, batch, features], time >= 1 and batch >= 1.
+    h0, c0: <float32>[batch, H].
+
+  Returns:
+    ((h_final, c_final), ys) with ys <float32>[time, batch, H].
+
+  Training keeps oneDNN's workspace for the backward pass: about 20x the size of ys
+  (30 MiB at T=100, B=32, H=128), more than `fused.lstm`'s residuals.
+  """
+  args = (input_kernel, recurrent_kernel, bias, xs, h0, c0)
+  if any(jnp.result_type(a) != jnp.float32 for a in args):
+    raise TypeError('onednn.lstm takes float32 arrays only; got '
+                    + ', '.join(str(jnp.result_type(a)) for a in args))
+  return _lstm(*args)
+
+
+def supports(xs: Array, valid: Optional[Array], remat: bool, dtype) -> Optional[str]:
+  """None where `lstm` can run this call, else the reason it cannot."""
+  if jax.default_backend() != 'cpu':
+    return f'the default backend is {jax.default_backend()}, not cpu'
+  if jax.device_count() != 1:
+    return (f'{jax.device_count()} devices: the custom call would not be partitioned '
+            'over them')
+  if valid is not None:
+    return 'seq_lengths is given (oneDNN has no per-sequence lengths)'
+  if remat:
+    return 'remat=True (oneDNN keeps its full workspace)'
+  if jnp.dtype(dtype) != jnp.float32:
+    return f'dtype {jnp.dtype(dtype)} (only float32)'
+  if xs.shape[0] == 0 or xs.shape[1] == 0:
+    return 'an empty time or batch axis'
+  if not available():
+    return f'oneDNN is not installed (pip install {PACKAGE})'
+  return None

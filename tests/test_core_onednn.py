@@ -1,0 +1,154 @@
+"""The oneDNN backend of the plain LSTM (lstm_jax/onednn.py): when it runs, its errors.
+
+Its numbers are checked against the float64 NumPy reference with the other backends in
+test_core_forward.py and test_core_grads.py (`test_unmasked_*`). Backends against each
+other: the same float32 math in another order, outputs within 1e-6, gradients 1e-5.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import pytest
+
+import test_core_common as common
+from test_core_common import jax, jnp
+from lstm_jax import LSTM, fused, onednn
+
+pytestmark = pytest.mark.skipif(not onednn.available(), reason='oneDNN is not installed')
+
+
+def _inputs(seed=0, time=6, batch=3, features=5, hidden=4):
+  rng = np.random.default_rng(seed)
+  f32 = lambda *s: jnp.asarray(0.6 * rng.standard_normal(s), jnp.float32)  # noqa: E731
+  return (f32(features, 4 * hidden), f32(hidden, 4 * hidden), f32(4 * hidden),
+          f32(time, batch, features), f32(batch, hidden), f32(batch, hidden))
+
+
+def _targets(fn, *args) -> set[str]:
+  """The custom-call targets in fn's jaxpr (including inside custom_vjp)."""
+  return set(t for t in ('lstm_jax_onednn_infer', 'lstm_jax_onednn_train')
+             if t in str(jax.make_jaxpr(fn)(*args)))
+
+
+def _run(backend, valid=None, remat=False):
+  return lambda ik, rk, b, xs, h0, c0: fused.lstm(ik, rk, b, xs, valid, h0, c0,
+                                                  remat=remat, backend=backend)
+
+
+@pytest.fixture
+def any_step_size(monkeypatch):
+  """'auto' takes oneDNN for these tiny test shapes too."""
+  monkeypatch.setattr(fused, 'AUTO_MIN_STEP_FLOP', 0)
+
+
+def test_auto_leaves_small_steps_to_the_scan():
+  a = _inputs()  # 2 * B * 4H * (I + H) = 864 FLOP per step.
+  assert not _targets(_run('auto'), *a)
+  assert _targets(_run('onednn'), *a) == {'lstm_jax_onednn_infer'}
+
+
+def test_auto_picks_onednn_only_where_it_applies(any_step_size):
+  a = _inputs()
+  assert _targets(_run('auto'), *a) == {'lstm_jax_onednn_infer'}
+  # Under a gradient 'auto' trains with the scan, 'onednn' with oneDNN's training pass.
+  loss = lambda run: lambda *a: jnp.sum(run(*a)[1])  # noqa: E731
+  assert not _targets(jax.grad(loss(_run('auto')), argnums=(0, 3)), *a)
+  assert _targets(jax.grad(loss(_run('onednn'))), *a) == {'lstm_jax_onednn_train'}
+
+
+def test_auto_trains_through_onednn_when_wide(any_step_size, monkeypatch):
+  a = _inputs()  # I + H = 9.
+  loss = lambda *a: jnp.sum(_run('auto')(*a)[1])  # noqa: E731
+  assert not _targets(jax.grad(loss), *a)
+  monkeypatch.setattr(fused, 'AUTO_TRAIN_MIN_WIDTH', 9)
+  assert _targets(jax.grad(loss), *a) == {'lstm_jax_onednn_train'}
+  assert not _targets(_run('xla'), *a)
+  valid = jnp.ones(a[3].shape[:2], bool)
+  assert not _targets(_run('auto', valid=valid), *a)  # seq_lengths: oneDNN has none.
+  assert not _targets(_run('auto', remat=True), *a)
+  bf16 = tuple(v.astype(jnp.bfloat16) for v in a)
+  assert not _targets(_run('auto'), *bf16)
+  # float32 compute with bfloat16 parameters (dtype promotion) does use it.
+  assert _targets(_run('auto'), *(bf16[:3] + a[3:]))
+
+
+@pytest.mark.parametrize('backend', ['onednn', 'auto'])
+@pytest.mark.parametrize('time, batch', [(1, 1), (6, 3), (40, 2)])
+def test_onednn_equals_xla_scan(time, batch, backend, any_step_size):
+  a = _inputs(seed=time, time=time, batch=batch)
+  got = jax.jit(_run(backend))(*a)
+  want = _run('xla')(*a)
+  jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6), got, want)
+  w = np.random.default_rng(1).standard_normal(want[1].shape)
+
+  def loss(run):
+    return lambda *a: (jnp.sum(run(*a)[1] * w) + jnp.sum(run(*a)[0][0] ** 2)
+                       + jnp.sum(jnp.sin(run(*a)[0][1])))
+  g_dnn = jax.jit(jax.grad(loss(_run(backend)), argnums=range(6)))(*a)
+  g_xla = jax.grad(loss(_run('xla')), argnums=range(6))(*a)
+  for name, g, h in zip(['input_kernel', 'recurrent_kernel', 'bias', 'xs', 'h0', 'c0'],
+                        g_dnn, g_xla):
+    np.testing.assert_allclose(g, h, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+def test_vmap_and_module_backends_agree():
+  a = _inputs()
+  xs2 = jnp.stack([a[3], 2 * a[3]])
+  got = jax.vmap(lambda x: _run('onednn')(*a[:3], x, *a[4:])[1])(xs2)
+  want = jnp.stack([_run('xla')(*a[:3], x, *a[4:])[1] for x in xs2])
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+  model, variables, x = common.setup(dict(hidden_size=4, num_layers=2, bidirectional=True,
+                                          backend='onednn'), 3, 7, 2)
+  out, final = model.apply(variables, x)
+  out_xla, final_xla = model.clone(backend='xla').apply(variables, x)
+  np.testing.assert_allclose(out, out_xla, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(final.c, final_xla.c, rtol=1e-6, atol=1e-6)
+
+
+def test_explicit_onednn_refuses_what_it_cannot_run():
+  a = _inputs()
+  valid = jnp.ones(a[3].shape[:2], bool)
+  with pytest.raises(ValueError, match='seq_lengths'):
+    _run('onednn', valid=valid)(*a)
+  with pytest.raises(ValueError, match='remat'):
+    _run('onednn', remat=True)(*a)
+  with pytest.raises(ValueError, match="backend must be one of"):
+    _run('cudnn')(*a)
+  x = jnp.ones((2, 3, 5))
+  with pytest.raises(ValueError, match='plain float32 LSTM'):
+    LSTM(hidden_size=4, peepholes=True, backend='onednn').init(jax.random.key(0), x)
+  with pytest.raises(ValueError, match='backend must be one of'):
+    LSTM(hidden_size=4, backend='fast').init(jax.random.key(0), x)
+
+
+def test_errors_inside_the_custom_call_reach_the_caller(monkeypatch):
+  """An exception in the handler becomes the jitted call's error, not garbage output."""
+  def broken(*shape):
+    raise RuntimeError('no primitive for you')
+  monkeypatch.setattr(onednn, '_primitives', broken)
+  a = _inputs(time=3, batch=2)
+  with pytest.raises(Exception, match='no primitive for you'):
+    jax.block_until_ready(jax.jit(_run('onednn'))(*a))
+
+
+def test_workspace_survives_a_move_off_alignment():
+  """XLA may hand the backward pass a copy of the workspace buffer at another address:
+  the offset recorded in byte 0 still finds the data, copied to an aligned buffer."""
+  size = 256
+  buf = np.zeros(size + 2 * onednn._ALIGN, np.uint8)
+  start = onednn._workspace_start(buf.ctypes.data)
+  assert start % onednn._ALIGN == 0
+  payload = np.arange(size, dtype=np.uint8)
+  ctypes.memmove(start, payload.ctypes.data, size)
+  assert onednn._workspace_read(buf.ctypes.data, size) == (start, None)
+  used = start - buf.ctypes.data + size  # Offset byte, padding and the workspace.
+  moved = np.zeros(used + 2 * onednn._ALIGN, np.uint8)
+  # Place the copy so that its workspace starts 8 bytes past an aligned address.
+  shift = (8 - (moved.ctypes.data + start - buf.ctypes.data)) % onednn._ALIGN
+  moved[shift:shift + used] = buf[:used]
+  pointer, copy = onednn._workspace_read(moved.ctypes.data + shift, size)
+  assert pointer % onednn._ALIGN == 0 and copy is not None
+  np.testing.assert_array_equal(np.ctypeslib.as_array((ctypes.c_uint8 * size).from_address(
+      pointer)), payload)
