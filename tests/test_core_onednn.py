@@ -16,7 +16,7 @@ import test_core_common as common
 from test_core_common import jax, jnp
 from lstm_jax import LSTM, fused, onednn
 
-pytestmark = pytest.mark.skipif(not onednn.available(), reason='oneDNN is not installed')
+needs_onednn = pytest.mark.skipif(not onednn.available(), reason='oneDNN is not installed')
 
 
 def _inputs(seed=0, time=6, batch=3, features=5, hidden=4):
@@ -43,12 +43,14 @@ def any_step_size(monkeypatch):
   monkeypatch.setattr(fused, 'AUTO_MIN_STEP_FLOP', 0)
 
 
+@needs_onednn
 def test_auto_leaves_small_steps_to_the_scan():
   a = _inputs()  # 2 * B * 4H * (I + H) = 864 FLOP per step.
   assert not _targets(_run('auto'), *a)
   assert _targets(_run('onednn'), *a) == {'lstm_jax_onednn_infer'}
 
 
+@needs_onednn
 def test_auto_picks_onednn_only_where_it_applies(any_step_size):
   a = _inputs()
   assert _targets(_run('auto'), *a) == {'lstm_jax_onednn_infer'}
@@ -58,6 +60,7 @@ def test_auto_picks_onednn_only_where_it_applies(any_step_size):
   assert _targets(jax.grad(loss(_run('onednn'))), *a) == {'lstm_jax_onednn_train'}
 
 
+@needs_onednn
 def test_auto_trains_through_onednn_when_wide(any_step_size, monkeypatch):
   a = _inputs()  # I + H = 9.
   loss = lambda *a: jnp.sum(_run('auto')(*a)[1])  # noqa: E731
@@ -74,6 +77,7 @@ def test_auto_trains_through_onednn_when_wide(any_step_size, monkeypatch):
   assert _targets(_run('auto'), *(bf16[:3] + a[3:]))
 
 
+@needs_onednn
 @pytest.mark.parametrize('backend', ['onednn', 'auto'])
 @pytest.mark.parametrize('time, batch', [(1, 1), (6, 3), (40, 2)])
 def test_onednn_equals_xla_scan(time, batch, backend, any_step_size):
@@ -93,6 +97,7 @@ def test_onednn_equals_xla_scan(time, batch, backend, any_step_size):
     np.testing.assert_allclose(g, h, rtol=1e-5, atol=1e-5, err_msg=name)
 
 
+@needs_onednn
 def test_vmap_and_module_backends_agree():
   a = _inputs()
   xs2 = jnp.stack([a[3], 2 * a[3]])
@@ -107,6 +112,7 @@ def test_vmap_and_module_backends_agree():
   np.testing.assert_allclose(final.c, final_xla.c, rtol=1e-6, atol=1e-6)
 
 
+@needs_onednn
 def test_explicit_onednn_refuses_what_it_cannot_run():
   a = _inputs()
   valid = jnp.ones(a[3].shape[:2], bool)
@@ -123,6 +129,7 @@ def test_explicit_onednn_refuses_what_it_cannot_run():
     LSTM(hidden_size=4, backend='fast').init(jax.random.key(0), x)
 
 
+@needs_onednn
 def test_errors_inside_the_custom_call_reach_the_caller(monkeypatch):
   """An exception in the handler becomes the jitted call's error, not garbage output."""
   def broken(*shape):
@@ -152,3 +159,15 @@ def test_workspace_survives_a_move_off_alignment():
   assert pointer % onednn._ALIGN == 0 and copy is not None
   np.testing.assert_array_equal(np.ctypeslib.as_array((ctypes.c_uint8 * size).from_address(
       pointer)), payload)
+
+
+def test_without_onednn_auto_runs_the_scan_and_onednn_says_why(monkeypatch):
+  """Where the wheel or libgomp is missing: 'auto' falls back, 'onednn' names the fix."""
+  monkeypatch.setattr(onednn, '_loaded', [OSError('oneDNN unavailable: not installed')])
+  monkeypatch.setattr(fused, 'AUTO_MIN_STEP_FLOP', 0)
+  a = _inputs()
+  got = _run('auto')(*a)
+  want = _run('xla')(*a)
+  jax.tree.map(lambda g, w: np.testing.assert_array_equal(g, w), got, want)
+  with pytest.raises(ValueError, match='pip install onednn-cpu-gomp'):
+    _run('onednn')(*a)
