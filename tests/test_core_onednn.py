@@ -58,6 +58,14 @@ def test_auto_picks_onednn_only_where_it_applies(any_step_size):
   loss = lambda run: lambda *a: jnp.sum(run(*a)[1])  # noqa: E731
   assert not _targets(jax.grad(loss(_run('auto')), argnums=(0, 3)), *a)
   assert _targets(jax.grad(loss(_run('onednn'))), *a) == {'lstm_jax_onednn_train'}
+  assert not _targets(_run('xla'), *a)
+  valid = jnp.ones(a[3].shape[:2], bool)
+  assert not _targets(_run('auto', valid=valid), *a)  # seq_lengths: oneDNN has none.
+  assert not _targets(_run('auto', remat=True), *a)
+  bf16 = tuple(v.astype(jnp.bfloat16) for v in a)
+  assert not _targets(_run('auto'), *bf16)
+  # float32 compute with bfloat16 parameters (dtype promotion) does use it.
+  assert _targets(_run('auto'), *(bf16[:3] + a[3:]))
 
 
 @needs_onednn
@@ -67,14 +75,6 @@ def test_auto_trains_through_onednn_when_wide(any_step_size, monkeypatch):
   assert not _targets(jax.grad(loss), *a)
   monkeypatch.setattr(fused, 'AUTO_TRAIN_MIN_WIDTH', 9)
   assert _targets(jax.grad(loss), *a) == {'lstm_jax_onednn_train'}
-  assert not _targets(_run('xla'), *a)
-  valid = jnp.ones(a[3].shape[:2], bool)
-  assert not _targets(_run('auto', valid=valid), *a)  # seq_lengths: oneDNN has none.
-  assert not _targets(_run('auto', remat=True), *a)
-  bf16 = tuple(v.astype(jnp.bfloat16) for v in a)
-  assert not _targets(_run('auto'), *bf16)
-  # float32 compute with bfloat16 parameters (dtype promotion) does use it.
-  assert _targets(_run('auto'), *(bf16[:3] + a[3:]))
 
 
 @needs_onednn
