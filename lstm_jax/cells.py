@@ -377,8 +377,7 @@ class LSTMCell(nn.Module):
     train = not deterministic
 
     zoneout = self.zoneout_cell or self.zoneout_hidden
-    if self.backend not in fused.BACKENDS:
-      raise ValueError(f'backend must be one of {fused.BACKENDS}, got {self.backend!r}')
+    fused.check_backend(self.backend)  # Here too: variants never reach fused.lstm.
     plain = (s.is_plain and dtype == jnp.float32 and not zoneout
              and not (train and self.recurrent_dropout))
     if self.backend == 'onednn' and not plain:

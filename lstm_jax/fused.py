@@ -221,6 +221,12 @@ _lstm_auto.defvjp(_lstm_auto_fwd, _lstm_auto_bwd)
 
 
 BACKENDS = ('auto', 'xla', 'onednn')
+
+
+def check_backend(backend: str) -> None:
+  if backend not in BACKENDS:
+    raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
+
 # 'auto' calls oneDNN only for steps of at least this many FLOP (2 B 4H (I + H)): below,
 # its per-step synchronisation of two threads costs more than the step (2 CPU cores,
 # T=200 inference: 82 kFLOP 0.60x the scan's speed, 197-295 kFLOP 0.90-1.11x, 524 kFLOP
@@ -259,8 +265,7 @@ def lstm(input_kernel: Array, recurrent_kernel: Array, bias: Array, xs: Array,
   Returns:
     ((h_final, c_final), ys) with ys <float32>[time, batch, H].
   """
-  if backend not in BACKENDS:
-    raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
+  check_backend(backend)
   if xs.shape[0] == 0:  # No steps: the backward pass below assumes at least one.
     return (h0, c0), jnp.zeros(xs.shape[:2] + h0.shape[-1:], h0.dtype)
   step_flop = 2 * xs.shape[1] * bias.shape[-1] * (xs.shape[-1] + h0.shape[-1])

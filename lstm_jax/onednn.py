@@ -99,9 +99,8 @@ class _Library:
     self.version = f'{v.major}.{v.minor}.{v.patch}'
     if v.major != 3:
       raise OSError(f'{path} is oneDNN {self.version}; lstm_jax needs oneDNN 3.x')
-    for name in ('dnnl_primitive_desc_query_md',):
-      getattr(self.fast, name).restype = _vp
-      getattr(self.fast, name).argtypes = [_vp, ctypes.c_int, ctypes.c_int]
+    self.fast.dnnl_primitive_desc_query_md.restype = _vp
+    self.fast.dnnl_primitive_desc_query_md.argtypes = [_vp, ctypes.c_int, ctypes.c_int]
     self.fast.dnnl_memory_desc_get_size.restype = ctypes.c_size_t
     self.fast.dnnl_memory_desc_get_size.argtypes = [_vp]
     self.fast.dnnl_memory_desc_equal.argtypes = [_vp, _vp]
@@ -196,7 +195,7 @@ class _Step:
   """One oneDNN primitive with cached memory objects; `run` binds pointers and executes."""
 
   def __init__(self, lib: _Library, pd: _vp, descs: dict[int, _vp]):
-    self.lib, self.pd, self.prim = lib, pd, lib.primitive(pd)
+    self.lib, self.prim = lib, lib.primitive(pd)
     scratch = lib.query(pd, _QUERY_SCRATCHPAD_MD)
     self.scratch_size = lib.size(scratch)
     if self.scratch_size:

@@ -103,3 +103,11 @@ def assert_state_close(actual: Any, expected: dict[str, np.ndarray], **tol):
   assert sorted(got) == sorted(expected), (sorted(got), sorted(expected))
   for k in expected:
     np.testing.assert_allclose(got[k], expected[k], err_msg=f'final state {k}', **tol)
+
+
+def plain_lstm_inputs(seed=0, batch=3, time=5, features=3, hidden=4) -> dict[str, Any]:
+  """Random float32 arguments of `fused.lstm`: ik, rk, b, xs (time-major), h0, c0."""
+  rng = np.random.default_rng(seed)
+  f32 = lambda *s: jnp.asarray(0.6 * rng.standard_normal(s), jnp.float32)  # noqa: E731
+  return dict(ik=f32(features, 4 * hidden), rk=f32(hidden, 4 * hidden), b=f32(4 * hidden),
+              xs=f32(time, batch, features), h0=f32(batch, hidden), c0=f32(batch, hidden))

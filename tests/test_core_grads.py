@@ -121,13 +121,6 @@ def test_unmasked_plain_lstm_grads_match_finite_differences(options, backend):
 
 # ----------------------------------------------------------- fused vs generic path
 
-def _plain_inputs(seed=0, batch=3, time=5, features=3, hidden=4):
-  rng = np.random.default_rng(seed)
-  f32 = lambda *s: jnp.asarray(0.6 * rng.standard_normal(s), jnp.float32)  # noqa: E731
-  return dict(ik=f32(features, 4 * hidden), rk=f32(hidden, 4 * hidden), b=f32(4 * hidden),
-              xs=f32(time, batch, features), h0=f32(batch, hidden), c0=f32(batch, hidden))
-
-
 def _run_fused(a, valid, unroll, remat):
   # The XLA scan; tests/test_core_onednn.py checks the oneDNN backend.
   (h, c), ys = fused.lstm(a['ik'], a['rk'], a['b'], a['xs'], valid, a['h0'], a['c0'],
@@ -163,7 +156,7 @@ def test_fused_matches_generic(masked, remat, unroll, chunk, hoist, monkeypatch)
   # inputs before the loop.
   monkeypatch.setattr(fused, '_backward_chunk', lambda time, batch: chunk)
   monkeypatch.setattr(fused, 'HOIST_MAX_BATCH', 3 if hoist else 0)
-  a = _plain_inputs()
+  a = common.plain_lstm_inputs()
   valid = valid_mask(jnp.asarray([5, 0, 2]), 5) if masked else None
   fused_out = _run_fused(a, valid, unroll, remat)
   generic_out = _run_generic(a, valid, 1, False)
@@ -182,7 +175,7 @@ def test_fused_matches_generic(masked, remat, unroll, chunk, hoist, monkeypatch)
 def test_fused_grads_ignore_padding_values():
   """Gradients w.r.t. valid inputs and params do not depend on what is in the padding,
   and the gradient w.r.t. a padded input is exactly 0."""
-  a = _plain_inputs(seed=1)
+  a = common.plain_lstm_inputs(seed=1)
   lengths = jnp.asarray([5, 0, 2])
   valid = valid_mask(lengths, 5)
   w = [np.ones((5, 3, 4)), np.ones((3, 4)), np.ones((3, 4))]
@@ -226,7 +219,7 @@ def test_fused_grad_on_empty_time_axis():
   """Regression: with time = 0 the fused backward pass used to fail on mismatched scan
   lengths. Expected, as on the generic path: dh0 = dh_final, dc0 = dc_final, zeros
   elsewhere."""
-  a = _plain_inputs(time=0)
+  a = common.plain_lstm_inputs(time=0)
   w = [np.zeros((0, 3, 4)), np.ones((3, 4)), 2 * np.ones((3, 4))]
   g_generic = jax.grad(_loss(_run_generic, None, 1, False, w))(a)
   g_fused = jax.grad(_loss(_run_fused, None, 1, False, w))(a)

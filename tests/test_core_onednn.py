@@ -20,10 +20,9 @@ needs_onednn = pytest.mark.skipif(not onednn.available(), reason='oneDNN is not 
 
 
 def _inputs(seed=0, time=6, batch=3, features=5, hidden=4):
-  rng = np.random.default_rng(seed)
-  f32 = lambda *s: jnp.asarray(0.6 * rng.standard_normal(s), jnp.float32)  # noqa: E731
-  return (f32(features, 4 * hidden), f32(hidden, 4 * hidden), f32(4 * hidden),
-          f32(time, batch, features), f32(batch, hidden), f32(batch, hidden))
+  """`fused.lstm`'s positional arguments before `valid`, then h0, c0."""
+  a = common.plain_lstm_inputs(seed, batch, time, features, hidden)
+  return tuple(a[k] for k in ('ik', 'rk', 'b', 'xs', 'h0', 'c0'))
 
 
 def _targets(fn, *args) -> set[str]:
