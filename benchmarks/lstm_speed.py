@@ -602,8 +602,12 @@ def rss_worker(spec: dict[str, Any]) -> dict[str, Any]:
     step()
     steady.append(_proc_status()['VmHWM'] - before)
   after = _proc_status()['VmRSS']
-  return dict(rss_setup_bytes=base, first_step_peak_delta_bytes=first_peak - base,
-              steady_step_peak_delta_bytes=max(steady), rss_retained_bytes=after - base)
+  result = dict(rss_setup_bytes=base, first_step_peak_delta_bytes=first_peak - base,
+                steady_step_peak_delta_bytes=max(steady), rss_retained_bytes=after - base)
+  if framework == 'lstm_jax':
+    from lstm_jax import onednn
+    result['onednn_workspace_bytes'] = onednn.workspace_cache_bytes()
+  return result
 
 
 def measured_rss(framework: str, w: Workload, remat: bool, timeout: float = 300) -> dict:
@@ -797,10 +801,12 @@ def markdown(results: dict[str, Any]) -> str:
                              'what it held before (first step, third step).' if gpu else
                              'RSS = measured rise of the resident set in a fresh process: '
                              'over the first step (above RSS after setup and AOT compile) '
-                             'and over a later (steady) step.'), '',
+                             'and over a later (steady) step. oneDNN workspaces = what '
+                             'lstm_jax\'s oneDNN backend keeps from step to step outside '
+                             'XLA (not in XLA\'s figures; in RSS first step only).'), '',
               f'| T | model | remat | XLA temp | XLA total | {"measured" if gpu else "RSS"} '
-              f'first step | {"measured" if gpu else "RSS"} steady step |',
-              '|---:|---|---|---:|---:|---:|---:|']
+              f'first step | {"measured" if gpu else "RSS"} steady step | oneDNN workspaces |',
+              '|---:|---|---|---:|---:|---:|---:|---:|']
     mib = lambda v: 'n/a' if v is None else f'{v / 2**20:.1f}'  # noqa: E731
     for row in results['memory']:
       xla, rss = row.get('xla', {}), row.get('rss', {})
@@ -809,7 +815,8 @@ def markdown(results: dict[str, Any]) -> str:
       lines.append(f'| {row["workload"]["time"]} | {label} | {"yes" if row["remat"] else "no"} '
                    f'| {mib(xla.get("temp_size_in_bytes"))} | {mib(xla.get("total_bytes"))} '
                    f'| {mib(rss.get("first_step_peak_delta_bytes"))} '
-                   f'| {mib(rss.get("steady_step_peak_delta_bytes"))} |')
+                   f'| {mib(rss.get("steady_step_peak_delta_bytes"))} '
+                   f'| {mib(rss.get("onednn_workspace_bytes"))} |')
     lines.append('')
   lines.append(f'Total benchmark wall time: {results["wall_s"]:.0f} s.')
   return '\n'.join(lines) + '\n'

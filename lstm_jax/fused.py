@@ -200,26 +200,6 @@ def _lstm_bwd(unroll, remat, residuals, cotangents):
 _lstm.defvjp(_lstm_fwd, _lstm_bwd)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
-def _lstm_auto(input_kernel, recurrent_kernel, bias, xs, h0, c0, unroll):
-  """oneDNN's forward where no gradient is taken; this module's scan and VJP where one is."""
-  return onednn.lstm(input_kernel, recurrent_kernel, bias, xs, h0, c0)
-
-
-def _lstm_auto_fwd(input_kernel, recurrent_kernel, bias, xs, h0, c0, unroll):
-  w = jnp.concatenate([input_kernel, recurrent_kernel], axis=0)
-  return _lstm_fwd(w, bias, xs, None, h0, c0, unroll, False)
-
-
-def _lstm_auto_bwd(unroll, residuals, cotangents):
-  dw, db, dxs, _, dh0, dc0 = _lstm_bwd(unroll, False, residuals, cotangents)
-  features = dxs.shape[-1]
-  return dw[:features], dw[features:], db, dxs, dh0, dc0
-
-
-_lstm_auto.defvjp(_lstm_auto_fwd, _lstm_auto_bwd)
-
-
 BACKENDS = ('auto', 'xla', 'onednn')
 
 
@@ -227,17 +207,14 @@ def check_backend(backend: str) -> None:
   if backend not in BACKENDS:
     raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
 
-# 'auto' calls oneDNN only for steps of at least this many FLOP (2 B 4H (I + H)): below,
-# its per-step synchronisation of two threads costs more than the step (2 CPU cores,
-# T=200 inference: 82 kFLOP 0.60x the scan's speed, 197-295 kFLOP 0.90-1.11x, 524 kFLOP
-# 1.48x, 606 kFLOP (B=1, H=256) 1.69x).
-AUTO_MIN_STEP_FLOP = 400_000
-# ... and trains through oneDNN only where I + H reaches this: oneDNN's training forward
-# keeps a workspace of about 10 / (I + H) bytes per FLOP, which XLA allocates and glibc's
-# default malloc page-faults in every step. Measured (2 cores, benchmarks/README.md),
-# oneDNN's training step against the scan's: I + H = 192 (B32 T100) 0.74x, 160 (B16
-# T1000) 0.93x; 296 (B1 T500) 1.52x, 384 (B64 T200, 2 layers) 1.40x, 768 (B128 T50) 1.13x.
-AUTO_TRAIN_MIN_WIDTH = 256
+# 'auto' calls oneDNN where a step has at least AUTO_MIN_STEP_FLOP (2 B 4H (I + H)) or
+# H >= AUTO_MIN_HIDDEN: below both, its per-step synchronisation of the cores costs more
+# than it saves. oneDNN's time over the scan's on 2 cores, T=200, I=32 (train / infer;
+# benchmarks/README.md): B4 H96 (0.39 MFLOP) 1.95 / 2.30, B8 H96 (I=64, 0.98 MFLOP)
+# 1.49 / 1.61, B16 H64 (0.79 MFLOP) 1.41 / 1.64, B4 H128 (0.66 MFLOP) 1.16 / 0.90;
+# B16 H96 (1.57 MFLOP) 0.76 / 0.61, B1 H192 (0.35 MFLOP) 0.90 / 0.76.
+AUTO_MIN_STEP_FLOP = 1_200_000
+AUTO_MIN_HIDDEN = 192
 
 
 def lstm(input_kernel: Array, recurrent_kernel: Array, bias: Array, xs: Array,
@@ -258,9 +235,8 @@ def lstm(input_kernel: Array, recurrent_kernel: Array, bias: Array, xs: Array,
     backend: 'xla' (this module's scan and VJP), 'onednn' (`onednn.lstm`, oneDNN's LSTM
       primitive as torch uses it on CPU, forward and backward) or 'auto' (default): where
       `onednn.supports` the call (CPU, one device, float32, no `valid`, no remat, oneDNN
-      installed) and each step has at least `AUTO_MIN_STEP_FLOP`, oneDNN's forward, and
-      also its backward pass if I + H >= `AUTO_TRAIN_MIN_WIDTH` (else the scan's); else
-      'xla'.
+      installed) and each step has at least `AUTO_MIN_STEP_FLOP` or H is at least
+      `AUTO_MIN_HIDDEN`, 'onednn', else 'xla'.
 
   Returns:
     ((h_final, c_final), ys) with ys <float32>[time, batch, H].
@@ -268,15 +244,15 @@ def lstm(input_kernel: Array, recurrent_kernel: Array, bias: Array, xs: Array,
   check_backend(backend)
   if xs.shape[0] == 0:  # No steps: the backward pass below assumes at least one.
     return (h0, c0), jnp.zeros(xs.shape[:2] + h0.shape[-1:], h0.dtype)
-  step_flop = 2 * xs.shape[1] * bias.shape[-1] * (xs.shape[-1] + h0.shape[-1])
-  if backend == 'onednn' or (backend == 'auto' and step_flop >= AUTO_MIN_STEP_FLOP):
+  hidden = h0.shape[-1]
+  step_flop = 2 * xs.shape[1] * 4 * hidden * (xs.shape[-1] + hidden)
+  wide = step_flop >= AUTO_MIN_STEP_FLOP or hidden >= AUTO_MIN_HIDDEN
+  if backend == 'onednn' or (backend == 'auto' and wide):
     args = (input_kernel, recurrent_kernel, bias, xs, h0, c0)
     reason = onednn.supports(xs, valid, remat, jnp.result_type(*args))
     if reason is None:  # E.g. bfloat16 parameters: the scan computes in float32 too.
       args = tuple(a.astype(jnp.float32) for a in args)
-      if backend == 'onednn' or xs.shape[-1] + h0.shape[-1] >= AUTO_TRAIN_MIN_WIDTH:
-        return onednn.lstm(*args)
-      return _lstm_auto(*args, default_unroll() if unroll is None else unroll)
+      return onednn.lstm(*args)
     if backend == 'onednn':
       raise ValueError(f"backend='onednn' cannot run this call: {reason}. Use "
                        "backend='auto' (falls back to 'xla') or 'xla'.")

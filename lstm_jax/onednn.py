@@ -13,6 +13,10 @@ thread that starts a parallel region its own team, and with more team threads th
 it stops spinning between parallel regions, which made each step wait for a sleeping
 thread (2-3x slower when the primitive ran on XLA's own threads).
 
+oneDNN's training forward leaves a workspace for its backward pass; it stays in a cache of
+this module's between the two calls (`_Workspaces`; XLA carries only its id), so a
+training loop reuses one buffer instead of fresh memory every step.
+
 Gates are in PyTorch's (i, f, g, o) order, which is oneDNN's `ldigo` weight layout, so
 `input_kernel` <[I, 4H]> and `recurrent_kernel` <[H, 4H]> are used as they are.
 """
@@ -58,10 +62,14 @@ _vp = ctypes.c_void_p
 _ALIGN = 64
 
 
+def _aligned_in(buf: np.ndarray) -> int:
+  return buf.ctypes.data + (-buf.ctypes.data) % _ALIGN
+
+
 def _aligned(size: int) -> tuple[np.ndarray, int]:
   """(buffer to keep alive, a 64-byte aligned pointer to `size` bytes inside it)."""
   buf = np.empty(size + _ALIGN, np.uint8)
-  return buf, buf.ctypes.data + (-buf.ctypes.data) % _ALIGN
+  return buf, _aligned_in(buf)
 
 
 class _Version(ctypes.Structure):
@@ -187,8 +195,77 @@ def _scratchpad(size: int) -> int:
   """
   if _scratch[0].size < size + _ALIGN:
     _scratch[0] = np.empty(size + _ALIGN, np.uint8)
-  pointer = _scratch[0].ctypes.data
-  return pointer + (-pointer) % _ALIGN
+  return _aligned_in(_scratch[0])
+
+
+# Workspaces live here, not in XLA buffers. XLA gives each execution its temporaries as
+# one block; above glibc's mmap ceiling (32 MiB) that block is mapped, page-faulted and
+# zeroed afresh every step: B32 T100 H128 training took 15.5 ms with its 30 MiB workspace
+# in XLA's block, 8.9 ms with glibc told to keep freed memory (benchmarks/README.md).
+WORKSPACE_CACHE_ENV = 'LSTM_JAX_ONEDNN_WORKSPACE_CACHE_MIB'
+WORKSPACE_CACHE_MIB = 2048
+
+
+class _Workspaces:
+  """oneDNN training workspaces by id, from a forward call until its backward pass.
+
+  The forward pass returns only an id to XLA. A backward pass that finds no workspace
+  under its id (evicted once the cache holds more than its limit, or consumed by an
+  earlier backward pass over the same residuals, as `jax.jacrev` makes) recomputes it by
+  running the training forward again, so results never depend on what the cache holds.
+  Buffers whose backward pass ran are reused by later forward calls: a training loop
+  touches fresh memory only in its first step. Used on the worker thread only.
+  """
+
+  def __init__(self):
+    self.live: dict[int, tuple[tuple, np.ndarray]] = {}  # id -> (shape, buffer), by age.
+    self.spare: list[np.ndarray] = []
+    self.last_id = 0
+
+  @staticmethod
+  def limit() -> int:
+    return int(os.environ.get(WORKSPACE_CACHE_ENV, WORKSPACE_CACHE_MIB)) << 20
+
+  def held(self) -> int:
+    return sum(b.size for _, b in self.live.values()) + sum(b.size for b in self.spare)
+
+  def new(self, key: tuple, size: int) -> tuple[int, int]:
+    """(id, 64-byte aligned pointer to `size` bytes) for a new workspace."""
+    need = size + _ALIGN
+    while True:
+      fits = [b for b in self.spare if b.size >= need]
+      if fits:
+        buf = min(fits, key=lambda b: b.size)
+        self.spare = [b for b in self.spare if b is not buf]
+        break
+      if self.held() + need <= self.limit() or not (self.spare or self.live):
+        buf = np.empty(need, np.uint8)
+        break
+      if self.spare:  # Too small for this one: give them back first.
+        self.spare.pop(0)
+      else:  # Over the limit: the oldest workspace goes (its backward pass recomputes it).
+        self.spare.append(self.live.pop(next(iter(self.live)))[1])
+    self.last_id += 1
+    self.live[self.last_id] = (key, buf)
+    return self.last_id, _aligned_in(buf)
+
+  def get(self, workspace_id: int, key: tuple) -> Optional[int]:
+    """The pointer `new` gave for this id, or None where the workspace is gone."""
+    entry = self.live.get(workspace_id)
+    return _aligned_in(entry[1]) if entry and entry[0] == key else None
+
+  def release(self, workspace_id: int):
+    entry = self.live.pop(workspace_id, None)
+    if entry:
+      self.spare.append(entry[1])
+
+
+_workspaces = _Workspaces()
+
+
+def workspace_cache_bytes() -> int:
+  """Bytes of training workspaces held between calls (JAX's memory statistics omit them)."""
+  return _on_worker(_workspaces.held)
 
 
 class _Step:
@@ -306,46 +383,54 @@ def _weights(reorders, pointers) -> tuple[list[int], list[np.ndarray]]:
   return out, keep
 
 
-def _forward(training: bool, ins, outs):
-  (wx, _), (wh, _), (b, _), (xs, (time, batch, features)), (h0, (_, hidden)), (c0, _) = ins
-  p = _primitives(time, batch, features, hidden)
-  step, reorders = p.train if training else p.infer
+def _run_forward(step_and_reorders, inputs, outputs, workspace: Optional[int] = None):
+  """Runs a forward primitive; `inputs` (wx, wh, b, xs, h0, c0), `outputs` (ys, h, c)."""
+  step, reorders = step_and_reorders
+  wx, wh, b, xs, h0, c0 = inputs
   (w_layer, w_iter), keep = _weights(reorders, (wx, wh))
-  pointers = {_ARG['src_layer']: xs, _ARG['src_iter']: h0, _ARG['src_iter_c']: c0,
-              _ARG['bias']: b, _ARG['weights_layer']: w_layer, _ARG['weights_iter']: w_iter,
-              _ARG['dst_layer']: outs[0][0], _ARG['dst_iter']: outs[1][0],
-              _ARG['dst_iter_c']: outs[2][0]}
-  if training:
-    pointers[_ARG['workspace']] = _workspace_start(outs[3][0])
+  a = _ARG
+  pointers = {a['src_layer']: xs, a['src_iter']: h0, a['src_iter_c']: c0, a['bias']: b,
+              a['weights_layer']: w_layer, a['weights_iter']: w_iter,
+              a['dst_layer']: outputs[0], a['dst_iter']: outputs[1],
+              a['dst_iter_c']: outputs[2]}
+  if workspace is not None:
+    pointers[a['workspace']] = workspace
   step.run(pointers)
   del keep
 
 
-def _workspace_start(pointer: int) -> int:
-  """Aligns the workspace inside its XLA buffer; byte 0 records the offset."""
-  offset = _ALIGN - pointer % _ALIGN  # 1..64: byte 0 is never part of the workspace.
-  ctypes.c_uint8.from_address(pointer).value = offset
-  return pointer + offset
+def _shape_key(ins) -> tuple[int, int, int, int]:
+  """(time, batch, features, hidden) from the buffers (wx, wh, b, xs, h0, ...)."""
+  return (*ins[3][1], ins[4][1][1])
 
 
-def _workspace_read(pointer: int, size: int) -> tuple[int, Optional[np.ndarray]]:
-  """The workspace written by `_workspace_start`, copied if XLA moved it off alignment."""
-  start = pointer + ctypes.c_uint8.from_address(pointer).value
-  if start % _ALIGN == 0:
-    return start, None
-  buf, aligned = _aligned(size)
-  ctypes.memmove(aligned, start, size)
-  return aligned, buf
+def _forward(training: bool, ins, outs):
+  key = _shape_key(ins)
+  p = _primitives(*key)
+  inputs, outputs = [i[0] for i in ins], [o[0] for o in outs[:3]]
+  if not training:
+    _run_forward(p.infer, inputs, outputs)
+    return
+  workspace_id, workspace = _workspaces.new(key, p.workspace_size)
+  _run_forward(p.train, inputs, outputs, workspace)
+  ctypes.c_uint64.from_address(outs[3][0]).value = workspace_id
 
 
 def _backward(ins, outs):
-  (wx, wh, b, xs, h0, c0, ys, h, c, workspace, dys, dh, dc) = [i[0] for i in ins]
-  time, batch, features = ins[3][1]
-  p = _primitives(time, batch, features, ins[4][1][1])
+  (wx, wh, b, xs, h0, c0, ys, h, c, id_buffer, dys, dh, dc) = [i[0] for i in ins]
+  key = _shape_key(ins)
+  p = _primitives(*key)
+  workspace_id = ctypes.c_uint64.from_address(id_buffer).value
+  workspace = _workspaces.get(workspace_id, key)
+  if workspace is None:  # Gone: recompute it (and ys, h, c, into buffers of our own).
+    time, batch, _, hidden = key
+    recomputed = [np.empty(shape, np.float32)
+                  for shape in ((time, batch, hidden), (batch, hidden), (batch, hidden))]
+    workspace_id, workspace = _workspaces.new(key, p.workspace_size)
+    _run_forward(p.train, (wx, wh, b, xs, h0, c0), [r.ctypes.data for r in recomputed],
+                 workspace)
   step, reorders = p.backward
   (w_layer, w_iter), keep = _weights(reorders, (wx, wh))
-  workspace, copy = _workspace_read(workspace, p.workspace_size)
-  keep.append(copy)
   dwx, dwh, db, dxs, dh0, dc0 = [o[0] for o in outs]
   diff_w = []
   for reorder, out in zip(p.diff_reorders, (dwx, dwh)):
@@ -363,6 +448,7 @@ def _backward(ins, outs):
             d + a['src_layer']: dxs, d + a['src_iter']: dh0, d + a['src_iter_c']: dc0,
             d + a['bias']: db, d + a['weights_layer']: diff_w[0],
             d + a['weights_iter']: diff_w[1]})
+  _workspaces.release(workspace_id)
   for reorder, src, out in zip(p.diff_reorders, diff_w, (dwx, dwh)):
     if reorder.step is not None:
       reorder(src, out)
@@ -502,9 +588,8 @@ def _lstm(wx, wh, b, xs, h0, c0):
 
 
 def _lstm_fwd(wx, wh, b, xs, h0, c0):
-  size = _primitives(*xs.shape, h0.shape[-1]).workspace_size + _ALIGN
-  workspace = jax.ShapeDtypeStruct((size,), jnp.uint8)
-  ys, h, c, ws = _call('train', _outputs(xs, h0) + (workspace,), wx, wh, b, xs, h0, c0)
+  workspace_id = jax.ShapeDtypeStruct((2,), jnp.uint32)  # A uint64 in _Workspaces.
+  ys, h, c, ws = _call('train', _outputs(xs, h0) + (workspace_id,), wx, wh, b, xs, h0, c0)
   return ((h, c), ys), (wx, wh, b, xs, h0, c0, ys, h, c, ws)
 
 
@@ -532,7 +617,10 @@ def lstm(input_kernel: Array, recurrent_kernel: Array, bias: Array, xs: Array, h
     ((h_final, c_final), ys) with ys <float32>[time, batch, H].
 
   Training keeps oneDNN's workspace for the backward pass: about 20x the size of ys
-  (30 MiB at T=100, B=32, H=128), more than `fused.lstm`'s residuals.
+  (30 MiB at T=100, B=32, H=128), more than `fused.lstm`'s residuals. It is held in this
+  module's cache, not in XLA's buffers (`workspace_cache_bytes`; at most
+  `WORKSPACE_CACHE_MIB`, or `$LSTM_JAX_ONEDNN_WORKSPACE_CACHE_MIB`, beyond which a
+  backward pass recomputes its forward's workspace).
   """
   args = (input_kernel, recurrent_kernel, bias, xs, h0, c0)
   if any(jnp.result_type(a) != jnp.float32 for a in args):

@@ -7,8 +7,6 @@ other: the same float32 math in another order, outputs within 1e-6, gradients 1e
 
 from __future__ import annotations
 
-import ctypes
-
 import numpy as np
 import pytest
 
@@ -47,16 +45,16 @@ def test_auto_leaves_small_steps_to_the_scan():
   a = _inputs()  # 2 * B * 4H * (I + H) = 864 FLOP per step.
   assert not _targets(_run('auto'), *a)
   assert _targets(_run('onednn'), *a) == {'lstm_jax_onednn_infer'}
+  wide = _inputs(time=2, batch=1, hidden=fused.AUTO_MIN_HIDDEN)  # 0.30 MFLOP per step.
+  assert _targets(_run('auto'), *wide) == {'lstm_jax_onednn_infer'}
 
 
 @needs_onednn
 def test_auto_picks_onednn_only_where_it_applies(any_step_size):
   a = _inputs()
   assert _targets(_run('auto'), *a) == {'lstm_jax_onednn_infer'}
-  # Under a gradient 'auto' trains with the scan, 'onednn' with oneDNN's training pass.
-  loss = lambda run: lambda *a: jnp.sum(run(*a)[1])  # noqa: E731
-  assert not _targets(jax.grad(loss(_run('auto')), argnums=(0, 3)), *a)
-  assert _targets(jax.grad(loss(_run('onednn'))), *a) == {'lstm_jax_onednn_train'}
+  loss = lambda *a: jnp.sum(_run('auto')(*a)[1])  # noqa: E731
+  assert _targets(jax.grad(loss, argnums=(0, 3)), *a) == {'lstm_jax_onednn_train'}
   assert not _targets(_run('xla'), *a)
   valid = jnp.ones(a[3].shape[:2], bool)
   assert not _targets(_run('auto', valid=valid), *a)  # seq_lengths: oneDNN has none.
@@ -65,15 +63,6 @@ def test_auto_picks_onednn_only_where_it_applies(any_step_size):
   assert not _targets(_run('auto'), *bf16)
   # float32 compute with bfloat16 parameters (dtype promotion) does use it.
   assert _targets(_run('auto'), *(bf16[:3] + a[3:]))
-
-
-@needs_onednn
-def test_auto_trains_through_onednn_when_wide(any_step_size, monkeypatch):
-  a = _inputs()  # I + H = 9.
-  loss = lambda *a: jnp.sum(_run('auto')(*a)[1])  # noqa: E731
-  assert not _targets(jax.grad(loss), *a)
-  monkeypatch.setattr(fused, 'AUTO_TRAIN_MIN_WIDTH', 9)
-  assert _targets(jax.grad(loss), *a) == {'lstm_jax_onednn_train'}
 
 
 @needs_onednn
@@ -139,25 +128,61 @@ def test_errors_inside_the_custom_call_reach_the_caller(monkeypatch):
     jax.block_until_ready(jax.jit(_run('onednn'))(*a))
 
 
-def test_workspace_survives_a_move_off_alignment():
-  """XLA may hand the backward pass a copy of the workspace buffer at another address:
-  the offset recorded in byte 0 still finds the data, copied to an aligned buffer."""
-  size = 256
-  buf = np.zeros(size + 2 * onednn._ALIGN, np.uint8)
-  start = onednn._workspace_start(buf.ctypes.data)
-  assert start % onednn._ALIGN == 0
-  payload = np.arange(size, dtype=np.uint8)
-  ctypes.memmove(start, payload.ctypes.data, size)
-  assert onednn._workspace_read(buf.ctypes.data, size) == (start, None)
-  used = start - buf.ctypes.data + size  # Offset byte, padding and the workspace.
-  moved = np.zeros(used + 2 * onednn._ALIGN, np.uint8)
-  # Place the copy so that its workspace starts 8 bytes past an aligned address.
-  shift = (8 - (moved.ctypes.data + start - buf.ctypes.data)) % onednn._ALIGN
-  moved[shift:shift + used] = buf[:used]
-  pointer, copy = onednn._workspace_read(moved.ctypes.data + shift, size)
-  assert pointer % onednn._ALIGN == 0 and copy is not None
-  np.testing.assert_array_equal(np.ctypeslib.as_array((ctypes.c_uint8 * size).from_address(
-      pointer)), payload)
+@pytest.fixture
+def fresh_workspaces(monkeypatch):
+  cache = onednn._Workspaces()
+  monkeypatch.setattr(onednn, '_workspaces', cache)
+  return cache
+
+
+def _assert_trees_close(got, want, tol=1e-5):
+  jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=tol, atol=tol), got, want)
+
+
+@needs_onednn
+def test_training_steps_reuse_one_workspace(fresh_workspaces):
+  """The buffer of step n's workspace holds step n+1's: no fresh memory after step 1."""
+  a = _inputs(time=20, batch=4)
+  step = jax.jit(jax.grad(lambda *a: jnp.sum(_run('onednn')(*a)[1] ** 2)))
+  for _ in range(3):
+    jax.block_until_ready(step(*a))
+  assert not fresh_workspaces.live and len(fresh_workspaces.spare) == 1
+  assert fresh_workspaces.last_id == 3
+
+
+@needs_onednn
+def test_backward_recomputes_a_workspace_that_is_gone(fresh_workspaces):
+  """Gradients never depend on the cache: emptied between the passes, one forward's
+  residuals taken back twice (jacrev), or a limit that holds nothing."""
+  a = _inputs(time=7, batch=3)
+  ys = lambda run: lambda *a: run(*a)[1]  # noqa: E731
+  cotangent = jnp.asarray(np.random.default_rng(2).standard_normal((7, 3, 4)), jnp.float32)
+  want = jax.vjp(ys(_run('xla')), *a)[1](cotangent)
+  _, vjp = jax.vjp(ys(_run('onednn')), *a)
+  fresh_workspaces.live.clear()
+  _assert_trees_close(vjp(cotangent), want)
+  _assert_trees_close(vjp(cotangent), want)  # The first backward pass released it.
+  final_h = lambda run: lambda xs: run(*a[:3], xs, *a[4:])[0][0]  # noqa: E731
+  _assert_trees_close(jax.jacrev(final_h(_run('onednn')))(a[3]),
+                      jax.jacrev(final_h(_run('xla')))(a[3]))
+
+
+@needs_onednn
+def test_a_cache_limit_of_zero_still_gives_exact_gradients(fresh_workspaces, monkeypatch):
+  """Two stacked layers under a zero limit: the second forward evicts the first's
+  workspace, whose backward pass then recomputes it."""
+  monkeypatch.setenv(onednn.WORKSPACE_CACHE_ENV, '0')
+  a = _inputs(time=5, batch=2, features=4)
+
+  def loss(run):
+    def f(*a):
+      ys = run(*a)[1]
+      return jnp.sum(run(*a[:3], jnp.tanh(ys), *a[4:])[1] ** 2)
+    return f
+  got = jax.jit(jax.grad(loss(_run('onednn')), argnums=range(6)))(*a)
+  _assert_trees_close(got, jax.grad(loss(_run('xla')), argnums=range(6))(*a))
+  assert fresh_workspaces.last_id == 3  # Two forward calls and one recomputation.
+  assert len(fresh_workspaces.live) + len(fresh_workspaces.spare) == 1
 
 
 def test_without_onednn_auto_runs_the_scan_and_onednn_says_why(monkeypatch):
