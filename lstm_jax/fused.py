@@ -207,6 +207,7 @@ def check_backend(backend: str) -> None:
   if backend not in BACKENDS:
     raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
 
+
 # 'auto' calls oneDNN where a step has at least AUTO_MIN_STEP_FLOP (2 B 4H (I + H)) or
 # H >= AUTO_MIN_HIDDEN: below both, its per-step synchronisation of the cores costs more
 # than it saves. oneDNN's time over the scan's on 2 cores, T=200, I=32 (train / infer;

@@ -34,6 +34,10 @@ def _run(backend, valid=None, remat=False):
                                                   remat=remat, backend=backend)
 
 
+def _assert_trees_close(got, want, tol=1e-5):
+  jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=tol, atol=tol), got, want)
+
+
 @pytest.fixture
 def any_step_size(monkeypatch):
   """'auto' takes oneDNN for these tiny test shapes too."""
@@ -72,7 +76,7 @@ def test_onednn_equals_xla_scan(time, batch, backend, any_step_size):
   a = _inputs(seed=time, time=time, batch=batch)
   got = jax.jit(_run(backend))(*a)
   want = _run('xla')(*a)
-  jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6), got, want)
+  _assert_trees_close(got, want, 1e-6)
   w = np.random.default_rng(1).standard_normal(want[1].shape)
 
   def loss(run):
@@ -133,10 +137,6 @@ def fresh_workspaces(monkeypatch):
   cache = onednn._Workspaces()
   monkeypatch.setattr(onednn, '_workspaces', cache)
   return cache
-
-
-def _assert_trees_close(got, want, tol=1e-5):
-  jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=tol, atol=tol), got, want)
 
 
 @needs_onednn
