@@ -79,6 +79,10 @@ BACKEND_MODELS = {'lstm_jax_xla': 'xla', 'lstm_jax_onednn': 'onednn'}
 # per core), the way the training harness runs data parallel. Not in the default run.
 DATA_PARALLEL = 'lstm_jax_dp'
 MODES = ('train', 'infer')
+# Many short rounds rather than a few long ones: this machine's speed changes by up to 1.5x
+# for seconds at a time (benchmarks/README.md, "Noise"), and each model's median should
+# sample those phases as the others' do.
+REPEATS, TARGET_MS, MIN_ITERS = 15, 80, 2
 
 
 class Workload(NamedTuple):
@@ -847,10 +851,13 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                       'all local devices (on CPU: one host device per core; lstm_jax then '
                       'runs its XLA scan, oneDNN needs a single device)')
   parser.add_argument('--modes', default=','.join(MODES), help='train,infer or a subset')
-  parser.add_argument('--repeats', type=int, help='interleaved repeats (default 5; quick 2)')
+  parser.add_argument('--repeats', type=int,
+                      help=f'interleaved repeats (default {REPEATS}; quick 2)')
   parser.add_argument('--target-ms', type=float, default=None,
-                      help='time per model per repeat used to pick iterations (default 250)')
-  parser.add_argument('--min-iters', type=int, default=None, help='default 3 (quick 1)')
+                      help='time per model per repeat used to pick iterations (default '
+                           f'{TARGET_MS})')
+  parser.add_argument('--min-iters', type=int, default=None,
+                      help=f'default {MIN_ITERS} (quick 1)')
   parser.add_argument('--no-memory', action='store_true', help='skip the memory section')
   parser.add_argument('--memory-only', action='store_true', help='skip the timings')
   parser.add_argument('--no-rss', action='store_true',
@@ -905,9 +912,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
   if set(modes) - set(MODES):
     parser.error(f'modes must be among {MODES}')
   workloads = args.workloads or ((QUICK_WORKLOAD,) if args.quick else DEFAULT_WORKLOADS)
-  repeats = args.repeats or (2 if args.quick else 5)
-  target_s = (args.target_ms or (20 if args.quick else 250)) / 1e3
-  min_iters = args.min_iters or (1 if args.quick else 3)
+  repeats = args.repeats or (2 if args.quick else REPEATS)
+  target_s = (args.target_ms or (20 if args.quick else TARGET_MS)) / 1e3
+  min_iters = args.min_iters or (1 if args.quick else MIN_ITERS)
   max_iters = 3 if args.quick else 200
   lengths = args.memory_lengths or (QUICK_MEMORY_LENGTHS if args.quick else MEMORY_LENGTHS)
   memory_shape = dict(batch=4, input=8, hidden=16, layers=1) if args.quick else MEMORY_SHAPE

@@ -7,6 +7,8 @@ other: the same float32 math in another order, outputs within 1e-6, gradients 1e
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -102,6 +104,18 @@ def test_vmap_and_module_backends_agree():
   out_xla, final_xla = model.clone(backend='xla').apply(variables, x)
   np.testing.assert_allclose(out, out_xla, rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(final.c, final_xla.c, rtol=1e-6, atol=1e-6)
+
+
+@needs_onednn
+@pytest.mark.parametrize('layers', [1, 2])
+def test_batch_major_inference_needs_no_transposing_copies(layers):
+  """Inference reads and writes batch-major sequences where the model has them."""
+  model, variables, x = common.setup(dict(hidden_size=4, num_layers=layers,
+                                          backend='onednn'), 3, 6, 5)
+  hlo = jax.jit(model.apply).lower(variables, x).compile().as_text()
+  assert 'lstm_jax_onednn_infer' in hlo
+  copies = [line for line in hlo.splitlines() if re.search(r' (transpose|copy)\(%', line)]
+  assert not copies, copies
 
 
 @needs_onednn
