@@ -321,7 +321,7 @@ class _Primitives:
   """Inference, training and backward primitives for one (T, B, I, H).
 
   Inference reads and writes batch-major sequences, training and backward time-major ones
-  (see `_lstm`).
+  (see `_lstm` and `_Training`).
   """
 
   def __init__(self, time: int, batch: int, features: int, hidden: int):
@@ -409,52 +409,105 @@ def _run_forward(step_and_reorders, inputs, outputs, workspace: Optional[int] = 
   step.run(pointers)
 
 
-def _shape_key(ins, batch_major: bool) -> tuple[int, int, int, int]:
-  """(time, batch, features, hidden) from the buffers (wx, wh, b, x, h0, ...)."""
-  time, batch, features = ins[3][1]
-  if batch_major:
-    time, batch = batch, time
+def _shape_key(ins) -> tuple[int, int, int, int]:
+  """(time, batch, features, hidden) from the buffers (wx, wh, b, x, h0, ...), x batch-major."""
+  batch, time, features = ins[3][1]
   return time, batch, features, ins[4][1][1]
 
 
+@functools.lru_cache(maxsize=256)
+def _transposer(time: int, batch: int, channels: int, to_time_major: bool) -> _Step:
+  """A oneDNN reorder between batch-major and time-major <float32>[., ., channels]."""
+  lib = _library()
+  ntc, tnc = (lib.desc([time, batch, channels], tag) for tag in (_NTC, _TNC))
+  src, dst = (ntc, tnc) if to_time_major else (tnc, ntc)
+  pd = lib.new('dnnl_reorder_primitive_desc_create', src, lib.engine, dst, lib.engine, lib.attr)
+  return _Step(lib, pd, {_ARG_FROM: src, _ARG_TO: dst})
+
+
+def _transpose(src: int, dst: int, time: int, batch: int, channels: int,
+               to_time_major: bool):
+  _transposer(time, batch, channels, to_time_major).run({_ARG_FROM: src, _ARG_TO: dst})
+
+
+def _round_up(size: int) -> int:
+  return -(-size // _ALIGN) * _ALIGN
+
+
+class _Training:
+  """One cached training buffer: oneDNN's workspace, then time-major copies of x and ys.
+
+  Training runs time-major (`tnc`; see `_lstm`) on sequences that XLA holds batch-major, so
+  the forward pass copies x in and ys out, and keeps both copies for the backward pass.
+  """
+
+  def __init__(self, p: _Primitives, key: tuple[int, int, int, int]):
+    time, batch, features, hidden = key
+    self.x_bytes, self.ys_bytes = 4 * time * batch * features, 4 * time * batch * hidden
+    self.x_offset = _round_up(p.workspace_size)
+    self.ys_offset = self.x_offset + _round_up(self.x_bytes)
+    self.size = self.ys_offset + self.ys_bytes
+
+  def pointers(self, base: int) -> tuple[int, int, int]:
+    """(workspace, time-major x, time-major ys) inside the buffer at `base`."""
+    return base, base + self.x_offset, base + self.ys_offset
+
+
+def _train_forward(p: _Primitives, key, inputs, outputs) -> tuple[int, int, int, int]:
+  """Training forward from batch-major x into time-major copies; (id, workspace, xs, ys)."""
+  time, batch, features, hidden = key
+  layout = _Training(p, key)
+  workspace_id, base = _workspaces.new(key, layout.size)
+  workspace, xs, ys = layout.pointers(base)
+  wx, wh, b, x, h0, c0 = inputs
+  _transpose(x, xs, time, batch, features, to_time_major=True)
+  _run_forward(p.train, (wx, wh, b, xs, h0, c0), (ys, *outputs[1:]), workspace)
+  return workspace_id, workspace, xs, ys
+
+
 def _forward(training: bool, ins, outs):
-  key = _shape_key(ins, batch_major=not training)
+  key = _shape_key(ins)
+  time, batch, _, hidden = key
   p = _primitives(*key)
   inputs, outputs = [i[0] for i in ins], [o[0] for o in outs[:3]]
   if not training:
     _run_forward(p.infer, inputs, outputs)
     return
-  workspace_id, workspace = _workspaces.new(key, p.workspace_size)
-  _run_forward(p.train, inputs, outputs, workspace)
+  workspace_id, _, _, ys = _train_forward(p, key, inputs, outputs)
+  _transpose(ys, outputs[0], time, batch, hidden, to_time_major=False)
   ctypes.c_uint64.from_address(outs[3][0]).value = workspace_id
 
 
 def _backward(ins, outs):
-  (wx, wh, b, x, h0, c0, ys, h, c, id_buffer, dys, dh, dc) = [i[0] for i in ins]
-  key = _shape_key(ins, batch_major=False)
+  (wx, wh, b, x, h0, c0, _, h, c, id_buffer, dys, dh, dc) = [i[0] for i in ins]
+  key = _shape_key(ins)
+  time, batch, features, hidden = key
   p = _primitives(*key)
   workspace_id = ctypes.c_uint64.from_address(id_buffer).value
-  workspace = _workspaces.get(workspace_id, key)
-  if workspace is None:  # Gone: recompute it (and ys, h, c, into buffers of our own).
-    time, batch, _, hidden = key
-    recomputed = [np.empty(shape, np.float32)
-                  for shape in ((time, batch, hidden), (batch, hidden), (batch, hidden))]
-    workspace_id, workspace = _workspaces.new(key, p.workspace_size)
-    _run_forward(p.train, (wx, wh, b, x, h0, c0), [r.ctypes.data for r in recomputed],
-                 workspace)
+  base = _workspaces.get(workspace_id, key)
+  if base is None:  # Gone: recompute it (and h, c, into buffers of our own).
+    state = [np.empty((batch, hidden), np.float32) for _ in range(2)]
+    workspace_id, workspace, xs, ys = _train_forward(
+        p, key, (wx, wh, b, x, h0, c0), (None, *[a.ctypes.data for a in state]))
+  else:
+    workspace, xs, ys = _Training(p, key).pointers(base)
+  dys_t = _reused_buffer('diff_dst_layer', 4 * time * batch * hidden)
+  _transpose(dys, dys_t, time, batch, hidden, to_time_major=True)
+  dxs = _reused_buffer('diff_src_layer', 4 * time * batch * features)
   step, reorders = p.backward
   w_layer, w_iter = [r.to_packed(w) for r, w in zip(reorders, (wx, wh))]
   dwx, dwh, db, dx, dh0, dc0 = [o[0] for o in outs]
   diff_w = [r.packed_for(out) for r, out in zip(p.diff_reorders, (dwx, dwh))]
   a, d = _ARG, _ARG_DIFF
-  step.run({a['src_layer']: x, a['src_iter']: h0, a['src_iter_c']: c0, a['bias']: b,
+  step.run({a['src_layer']: xs, a['src_iter']: h0, a['src_iter_c']: c0, a['bias']: b,
             a['weights_layer']: w_layer, a['weights_iter']: w_iter, a['dst_layer']: ys,
             a['dst_iter']: h, a['dst_iter_c']: c, a['workspace']: workspace,
-            d + a['dst_layer']: dys, d + a['dst_iter']: dh, d + a['dst_iter_c']: dc,
-            d + a['src_layer']: dx, d + a['src_iter']: dh0, d + a['src_iter_c']: dc0,
+            d + a['dst_layer']: dys_t, d + a['dst_iter']: dh, d + a['dst_iter_c']: dc,
+            d + a['src_layer']: dxs, d + a['src_iter']: dh0, d + a['src_iter_c']: dc0,
             d + a['bias']: db, d + a['weights_layer']: diff_w[0],
             d + a['weights_iter']: diff_w[1]})
   _workspaces.release(workspace_id)
+  _transpose(dxs, dx, time, batch, features, to_time_major=False)
   for reorder, out in zip(p.diff_reorders, (dwx, dwh)):
     reorder.from_packed(out)
 
@@ -574,7 +627,7 @@ def _target(name: str) -> str:
 
 
 def _outputs(x: Array, h0: Array):
-  """(ys, h, c): ys in x's layout, batch- or time-major, with H features."""
+  """(ys, h, c): ys batch-major like x, with H features."""
   hidden = h0.shape[-1]
   return (jax.ShapeDtypeStruct(x.shape[:2] + (hidden,), jnp.float32),
           jax.ShapeDtypeStruct(h0.shape, jnp.float32),
@@ -585,11 +638,13 @@ def _call(name: str, outputs, *args):
   return jax.ffi.ffi_call(_target(name), outputs, vmap_method='sequential')(*args)
 
 
-# `_lstm` takes batch-major x, so XLA cancels `lstm`'s axis swaps against a batch-major
-# caller's (layers.LSTM) and inference, run on batch-major sequences (oneDNN's `ntc`),
-# needs no transposing copies. Training runs time-major (`tnc`) and transposes x, ys and
-# their gradients: oneDNN's backward pass on `ntc` cost more than those copies (B32 T100
-# H128: 3.92 against 3.67 ms, 6.0 against 4.6 ms in this machine's slow phases).
+# `_lstm` takes and gives batch-major sequences, so XLA cancels `lstm`'s axis swaps against
+# a batch-major caller's (layers.LSTM) and copies nothing around the calls. Inference runs
+# on them as they are (oneDNN's `ntc`). Training runs time-major (`tnc`) on copies that its
+# handlers make with oneDNN reorders (`_Training`): oneDNN's backward pass on `ntc` was
+# slower (B32 T100 H128: 3.92 against 3.67 ms; 6.0 against 4.6 ms in this machine's slow
+# phases), and XLA's own transposes cost more where it fuses them (B128 T50 H512: a loss
+# over the transposed outputs took 8.9 ms, 0.15 ms without the transpose).
 @jax.custom_vjp
 def _lstm(wx, wh, b, x, h0, c0):
   ys, h, c = _call('infer', _outputs(x, h0), wx, wh, b, x, h0, c0)
@@ -597,18 +652,15 @@ def _lstm(wx, wh, b, x, h0, c0):
 
 
 def _lstm_fwd(wx, wh, b, x, h0, c0):
-  xs = jnp.swapaxes(x, 0, 1)
   workspace_id = jax.ShapeDtypeStruct((2,), jnp.uint32)  # A uint64 in _Workspaces.
-  ys, h, c, ws = _call('train', _outputs(xs, h0) + (workspace_id,), wx, wh, b, xs, h0, c0)
-  return ((h, c), jnp.swapaxes(ys, 0, 1)), (wx, wh, b, xs, h0, c0, ys, h, c, ws)
+  ys, h, c, ws = _call('train', _outputs(x, h0) + (workspace_id,), wx, wh, b, x, h0, c0)
+  return ((h, c), ys), (wx, wh, b, x, h0, c0, ys, h, c, ws)
 
 
 def _lstm_bwd(residuals, cotangents):
   (dh, dc), dys = cotangents
   grads = tuple(jax.ShapeDtypeStruct(r.shape, r.dtype) for r in residuals[:6])
-  dwx, dwh, db, dxs, dh0, dc0 = _call('backward', grads, *residuals,
-                                      jnp.swapaxes(dys, 0, 1), dh, dc)
-  return dwx, dwh, db, jnp.swapaxes(dxs, 0, 1), dh0, dc0
+  return _call('backward', grads, *residuals, dys, dh, dc)
 
 
 _lstm.defvjp(_lstm_fwd, _lstm_bwd)
@@ -628,11 +680,12 @@ def lstm(input_kernel: Array, recurrent_kernel: Array, bias: Array, xs: Array, h
   Returns:
     ((h_final, c_final), ys) with ys <float32>[time, batch, H].
 
-  Training keeps oneDNN's workspace for the backward pass: about 20x the size of ys
-  (30 MiB at T=100, B=32, H=128), more than `fused.lstm`'s residuals. It is held in this
-  module's cache, not in XLA's buffers (`workspace_cache_bytes`; at most
-  `WORKSPACE_CACHE_MIB`, or `$LSTM_JAX_ONEDNN_WORKSPACE_CACHE_MIB`, beyond which a
-  backward pass recomputes its forward's workspace).
+  Training keeps oneDNN's workspace for the backward pass, with time-major copies of xs and
+  ys: about 20x the size of ys (30 MiB at T=100, B=32, H=128), more than `fused.lstm`'s
+  residuals. It is held in this module's cache, not in XLA's buffers
+  (`workspace_cache_bytes`; at most `WORKSPACE_CACHE_MIB`, or
+  `$LSTM_JAX_ONEDNN_WORKSPACE_CACHE_MIB`, beyond which a backward pass recomputes its
+  forward's workspace).
   """
   args = (input_kernel, recurrent_kernel, bias, xs, h0, c0)
   if any(jnp.result_type(a) != jnp.float32 for a in args):

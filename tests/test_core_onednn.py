@@ -108,14 +108,16 @@ def test_vmap_and_module_backends_agree():
 
 @needs_onednn
 @pytest.mark.parametrize('layers', [1, 2])
-def test_batch_major_inference_needs_no_transposing_copies(layers):
-  """Inference reads and writes batch-major sequences where the model has them."""
+def test_batch_major_model_needs_no_transposing_copies(layers):
+  """The custom calls read and write batch-major sequences where the model has them."""
   model, variables, x = common.setup(dict(hidden_size=4, num_layers=layers,
                                           backend='onednn'), 3, 6, 5)
-  hlo = jax.jit(model.apply).lower(variables, x).compile().as_text()
-  assert 'lstm_jax_onednn_infer' in hlo
-  copies = [line for line in hlo.splitlines() if re.search(r' (transpose|copy)\(%', line)]
-  assert not copies, copies
+  loss = lambda v, x: jnp.sum(model.apply(v, x)[0] ** 2)  # noqa: E731
+  for fn in (model.apply, jax.grad(loss, argnums=(0, 1))):
+    hlo = jax.jit(fn).lower(variables, x).compile().as_text()
+    assert 'lstm_jax_onednn' in hlo
+    copies = [line for line in hlo.splitlines() if re.search(r' (transpose|copy)\(%', line)]
+    assert not copies, copies
 
 
 @needs_onednn
