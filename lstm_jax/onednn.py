@@ -187,7 +187,7 @@ def _reused_buffer(use: str, size: int) -> int:
   Calls run one at a time on the worker thread and none keeps these past its end. Fresh
   per call, glibc would map and page-fault them every time: scratchpads are large (107 MiB
   for B64 T200 H256 inference, 255 MiB for its training passes), weights in a primitive's
-  layout up to 6 MiB (H512).
+  layout up to 6 MiB (H512), time-major gradient copies as large as the sequences.
   """
   if use not in _reused or _reused[use].size < size + _ALIGN:
     _reused[use] = np.empty(size + _ALIGN, np.uint8)
@@ -455,7 +455,7 @@ class _Training:
 
 def _train_forward(p: _Primitives, key, inputs, outputs) -> tuple[int, int, int, int]:
   """Training forward from batch-major x into time-major copies; (id, workspace, xs, ys)."""
-  time, batch, features, hidden = key
+  time, batch, features, _ = key
   layout = _Training(p, key)
   workspace_id, base = _workspaces.new(key, layout.size)
   workspace, xs, ys = layout.pointers(base)
