@@ -288,6 +288,12 @@ class _Step:
     lib.check(lib.slow.dnnl_stream_wait(lib.stream), 'dnnl_stream_wait')
 
 
+def _reorder(lib: _Library, src: _vp, dst: _vp) -> _Step:
+  """A oneDNN reorder: copies memory described by `src` into the layout of `dst`."""
+  pd = lib.new('dnnl_reorder_primitive_desc_create', src, lib.engine, dst, lib.engine, lib.attr)
+  return _Step(lib, pd, {_ARG_FROM: src, _ARG_TO: dst})
+
+
 class _Reorder:
   """Copies weights between the user's ldigo layout and a primitive's chosen (packed) one.
 
@@ -298,9 +304,7 @@ class _Reorder:
   def __init__(self, lib: _Library, src: _vp, dst: _vp, packed: _vp, use: str):
     self.step, self.use, self.size = None, use, lib.size(packed)
     if not lib.fast.dnnl_memory_desc_equal(src, dst):
-      pd = lib.new('dnnl_reorder_primitive_desc_create', src, lib.engine, dst, lib.engine,
-                   lib.attr)
-      self.step = _Step(lib, pd, {_ARG_FROM: src, _ARG_TO: dst})
+      self.step = _reorder(lib, src, dst)
 
   def packed_for(self, user: int) -> int:
     """Where the primitive finds (or writes) the weights whose user copy is at `user`."""
@@ -321,7 +325,7 @@ class _Primitives:
   """Inference, training and backward primitives for one (T, B, I, H).
 
   Inference reads and writes batch-major sequences, training and backward time-major ones
-  (see `_lstm` and `_Training`).
+  (see `_lstm`).
   """
 
   def __init__(self, time: int, batch: int, features: int, hidden: int):
@@ -375,6 +379,16 @@ class _Primitives:
     self.backward = self._with_weights(bwd_pd, train, _QUERY_WEIGHTS_MD, diff)
     self.diff_reorders = [_Reorder(lib, w, train[k], packed=w, use=f'diff_{k}')
                           for w, k in zip(diff_w, ('weights_layer', 'weights_iter'))]
+    # Training's cached buffer: the workspace, then time-major copies of x and ys, which
+    # the forward pass makes from XLA's batch-major arrays and the backward pass reads.
+    round_up = lambda size: -(-size // _ALIGN) * _ALIGN  # noqa: E731
+    self._x_offset = round_up(self.workspace_size)
+    self._ys_offset = self._x_offset + round_up(4 * time * batch * features)
+    self.training_size = self._ys_offset + 4 * time * batch * hidden
+
+  def training_pointers(self, base: int) -> tuple[int, int, int]:
+    """(workspace, time-major x, time-major ys) in a training buffer at `base`."""
+    return base, base + self._x_offset, base + self._ys_offset
 
   def _with_weights(self, pd, user, query, extra=None):
     """(step, weight reorders): the primitive reads weights in the layout it chose."""
@@ -420,9 +434,7 @@ def _transposer(time: int, batch: int, channels: int, to_time_major: bool) -> _S
   """A oneDNN reorder between batch-major and time-major <float32>[., ., channels]."""
   lib = _library()
   ntc, tnc = (lib.desc([time, batch, channels], tag) for tag in (_NTC, _TNC))
-  src, dst = (ntc, tnc) if to_time_major else (tnc, ntc)
-  pd = lib.new('dnnl_reorder_primitive_desc_create', src, lib.engine, dst, lib.engine, lib.attr)
-  return _Step(lib, pd, {_ARG_FROM: src, _ARG_TO: dst})
+  return _reorder(lib, ntc, tnc) if to_time_major else _reorder(lib, tnc, ntc)
 
 
 def _transpose(src: int, dst: int, time: int, batch: int, channels: int,
@@ -430,35 +442,11 @@ def _transpose(src: int, dst: int, time: int, batch: int, channels: int,
   _transposer(time, batch, channels, to_time_major).run({_ARG_FROM: src, _ARG_TO: dst})
 
 
-def _round_up(size: int) -> int:
-  return -(-size // _ALIGN) * _ALIGN
-
-
-class _Training:
-  """One cached training buffer: oneDNN's workspace, then time-major copies of x and ys.
-
-  Training runs time-major (`tnc`; see `_lstm`) on sequences that XLA holds batch-major, so
-  the forward pass copies x in and ys out, and keeps both copies for the backward pass.
-  """
-
-  def __init__(self, p: _Primitives, key: tuple[int, int, int, int]):
-    time, batch, features, hidden = key
-    self.x_bytes, self.ys_bytes = 4 * time * batch * features, 4 * time * batch * hidden
-    self.x_offset = _round_up(p.workspace_size)
-    self.ys_offset = self.x_offset + _round_up(self.x_bytes)
-    self.size = self.ys_offset + self.ys_bytes
-
-  def pointers(self, base: int) -> tuple[int, int, int]:
-    """(workspace, time-major x, time-major ys) inside the buffer at `base`."""
-    return base, base + self.x_offset, base + self.ys_offset
-
-
 def _train_forward(p: _Primitives, key, inputs, outputs) -> tuple[int, int, int, int]:
   """Training forward from batch-major x into time-major copies; (id, workspace, xs, ys)."""
   time, batch, features, _ = key
-  layout = _Training(p, key)
-  workspace_id, base = _workspaces.new(key, layout.size)
-  workspace, xs, ys = layout.pointers(base)
+  workspace_id, base = _workspaces.new(key, p.training_size)
+  workspace, xs, ys = p.training_pointers(base)
   wx, wh, b, x, h0, c0 = inputs
   _transpose(x, xs, time, batch, features, to_time_major=True)
   _run_forward(p.train, (wx, wh, b, xs, h0, c0), (ys, *outputs[1:]), workspace)
@@ -490,7 +478,7 @@ def _backward(ins, outs):
     workspace_id, workspace, xs, ys = _train_forward(
         p, key, (wx, wh, b, x, h0, c0), (None, *[a.ctypes.data for a in state]))
   else:
-    workspace, xs, ys = _Training(p, key).pointers(base)
+    workspace, xs, ys = p.training_pointers(base)
   dys_t = _reused_buffer('diff_dst_layer', 4 * time * batch * hidden)
   _transpose(dys, dys_t, time, batch, hidden, to_time_major=True)
   dxs = _reused_buffer('diff_src_layer', 4 * time * batch * features)
@@ -641,7 +629,7 @@ def _call(name: str, outputs, *args):
 # `_lstm` takes and gives batch-major sequences, so XLA cancels `lstm`'s axis swaps against
 # a batch-major caller's (layers.LSTM) and copies nothing around the calls. Inference runs
 # on them as they are (oneDNN's `ntc`). Training runs time-major (`tnc`) on copies that its
-# handlers make with oneDNN reorders (`_Training`): oneDNN's backward pass on `ntc` was
+# handlers make with oneDNN reorders (`_train_forward`): oneDNN's backward pass on `ntc` was
 # slower (B32 T100 H128: 3.92 against 3.67 ms; 6.0 against 4.6 ms in this machine's slow
 # phases), and XLA's own transposes cost more where it fuses them (B128 T50 H512: a loss
 # over the transposed outputs took 8.9 ms, 0.15 ms without the transpose).
