@@ -474,7 +474,7 @@ def time_workload(w: Workload, models: tuple[str, ...], modes: tuple[str, ...],
           f'{100 * max(v for v in loads if v is not None):.0f}% of the cores')
   for name, mode in entries:
     entry = out[name][mode]
-    raw = [v for v, keep in zip(entry['raw_ms'], entry['kept']) if keep]
+    raw = _kept_ms(entry)
     entry['median_ms'] = statistics.median(raw)
     entry['min_ms'], entry['max_ms'] = min(raw), max(raw)
     entry['compile_s'] = (entry['first_call_s'] - entry['median_ms'] / 1e3
@@ -490,8 +490,20 @@ def time_workload(w: Workload, models: tuple[str, ...], modes: tuple[str, ...],
   return out
 
 
+def _kept_ms(entry: dict[str, Any]) -> list[float]:
+  """The entry's times from the kept rounds, in round order."""
+  return [v for v, keep in zip(entry['raw_ms'], entry['kept']) if keep]
+
+
 def speedups(timings: dict[str, Any]) -> dict[str, Any]:
-  """torch median / model median (> 1: the JAX model is faster), per mode."""
+  """torch median / model median (> 1: the JAX model is faster), per mode.
+
+  Also 'paired torch/lstm_jax': the median over rounds of torch's time / lstm_jax's time
+  in the same round. Both ran within a second of each other, so a change in the machine's
+  speed that lasts longer than that (benchmarks/README.md, "Noise") cancels out of each
+  ratio; the ratio of medians does not cancel it when the two medians fall in different
+  phases.
+  """
   result = {}
   for mode in MODES:
     row = {}
@@ -499,6 +511,9 @@ def speedups(timings: dict[str, Any]) -> dict[str, Any]:
       if mode in timings.get('torch', {}) and mode in timings.get(name, {}):
         row[f'torch/{name}'] = (timings['torch'][mode]['median_ms']
                                 / timings[name][mode]['median_ms'])
+    if mode in timings.get('torch', {}) and mode in timings.get('lstm_jax', {}):
+      pairs = zip(_kept_ms(timings['torch'][mode]), _kept_ms(timings['lstm_jax'][mode]))
+      row['paired torch/lstm_jax'] = statistics.median(t / j for t, j in pairs)
     if mode in timings.get('flax', {}) and mode in timings.get('lstm_jax', {}):
       row['flax/lstm_jax'] = (timings['flax'][mode]['median_ms']
                               / timings['lstm_jax'][mode]['median_ms'])
@@ -733,7 +748,9 @@ def markdown(results: dict[str, Any]) -> str:
               'their defaults (lstm_jax: 8 on GPU, 1 elsewhere; flax: 1).'),
            f'{results["args"]["repeats"]} interleaved repeats; ms per step, median '
            '(min-max over repeats). Speed-up = torch median / model median '
-           '(> 1: faster than torch). Load average before/after: '
+           '(> 1: faster than torch); "paired" = median over rounds of torch ms / lstm_jax '
+           'ms within the round, which cancels slow changes in the machine\'s speed '
+           '(benchmarks/README.md, "Noise"). Load average before/after: '
            f'{results["loadavg_before"]} / {results["loadavg_after"]} (shared machine, '
            'timings are noisy). "others\' CPU" = mean share of all cores used by OTHER '
            'processes while this row was timed (from /proc/stat; 0% = quiet machine): '
@@ -753,12 +770,12 @@ def markdown(results: dict[str, Any]) -> str:
   for mode in results['args']['modes']:
     lines += [f'## {titles[mode]}', '',
               '| workload (B T I H L) | fwd GFLOP | torch ms | lstm_jax ms | flax ms '
-              '| torch/lstm_jax | torch/flax | flax/lstm_jax | lstm_jax GFLOP/s '
+              '| torch/lstm_jax | paired | torch/flax | flax/lstm_jax | lstm_jax GFLOP/s '
               + ''.join(f'| backend={BACKEND_MODELS[n]} ms | torch/({BACKEND_MODELS[n]}) '
                         for n in forced)
               + (f'| {dp_name} ms | torch/({dp_name}) ' if data_parallel else '')
               + '| others\' CPU |',
-              '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|'
+              '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|'
               + '---:|---:|' * len(forced) + ('---:|---:|' if data_parallel else '')]
     for item in results['workloads']:
       t, s = item['timings'], item['speedup'].get(mode, {})
@@ -768,7 +785,8 @@ def markdown(results: dict[str, Any]) -> str:
       rate = f'{flop / (jx["median_ms"] / 1e3) / 1e9:.0f}' if jx else 'n/a'
       lines.append(f'| {w.name} | {w.forward_flop / 1e9:.2f} | {_ms(t.get("torch", {}).get(mode))} '
                    f'| {_ms(jx)} | {_ms(t.get("flax", {}).get(mode))} '
-                   f'| {_ratio(s.get("torch/lstm_jax"))} | {_ratio(s.get("torch/flax"))} '
+                   f'| {_ratio(s.get("torch/lstm_jax"))} '
+                   f'| {_ratio(s.get("paired torch/lstm_jax"))} | {_ratio(s.get("torch/flax"))} '
                    f'| {_ratio(s.get("flax/lstm_jax"))} | {rate} '
                    + ''.join(f'| {_ms(t.get(n, {}).get(mode))} '
                              f'| {_ratio(s.get(f"torch/{n}"))} ' for n in forced)

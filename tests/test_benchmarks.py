@@ -1,6 +1,7 @@
 """Smoke test of benchmarks/lstm_speed.py: its --quick mode runs end to end on one tiny
 workload, with the data-parallel lstm_jax variant, and writes well-formed JSON and markdown
-(timings themselves are not checked); --device gpu without a GPU stops with the fix."""
+(timings themselves are not checked); --device gpu without a GPU stops with the fix; the
+speed-ups from given timings."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 
 import pytest
 
+from benchmarks import lstm_speed
 from lstm_jax import parallel
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -44,6 +46,7 @@ def test_lstm_speed_quick(tmp_path):
       if model != 'torch':
         assert entry['compile_s'] is not None
   assert item['speedup']['train']['torch/lstm_jax'] > 0
+  assert item['speedup']['train']['paired torch/lstm_jax'] > 0
   if data_parallel:
     assert len(env['jax_devices']) == cores
     assert item['speedup']['train']['torch/lstm_jax_dp'] > 0
@@ -72,3 +75,17 @@ def test_gpu_mode_without_a_gpu_says_how_to_fix():
   assert proc.returncode == 2, proc.stderr[-2000:]
   assert "--device gpu: JAX runs on 'cpu'" in proc.stderr
   assert 'jax[cuda' in proc.stderr
+
+
+def test_paired_speedup_cancels_a_change_of_machine_speed():
+  # lstm_jax takes 0.8x torch's time in every round, but the machine halved its speed
+  # between torch's and lstm_jax's turn in round 3, so the medians (10 and 16 ms) fall in
+  # different phases. Rounds 6-8 were discarded (other processes were busy).
+  kept = [True] * 5 + [False] * 3
+  timings = {'torch': {'train': dict(raw_ms=[10, 10, 10, 20, 20, 1, 1, 1], kept=kept,
+                                     median_ms=10.0)},
+             'lstm_jax': {'train': dict(raw_ms=[8, 8, 16, 16, 16, 10, 10, 10], kept=kept,
+                                        median_ms=16.0)}}
+  speedup = lstm_speed.speedups(timings)['train']
+  assert speedup['torch/lstm_jax'] == pytest.approx(0.625)
+  assert speedup['paired torch/lstm_jax'] == pytest.approx(1.25)
