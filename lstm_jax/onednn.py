@@ -178,7 +178,7 @@ def available() -> bool:
     return False
 
 
-_reused: dict[str, np.ndarray] = {}
+_reused: dict[str, tuple[np.ndarray, int]] = {}  # use -> (buffer, aligned pointer)
 
 
 def _reused_buffer(use: str, size: int) -> int:
@@ -189,9 +189,11 @@ def _reused_buffer(use: str, size: int) -> int:
   for B64 T200 H256 inference, 255 MiB for its training passes), weights in a primitive's
   layout up to 6 MiB (H512), time-major gradient copies as large as the sequences.
   """
-  if use not in _reused or _reused[use].size < size + _ALIGN:
-    _reused[use] = np.empty(size + _ALIGN, np.uint8)
-  return _aligned_in(_reused[use])
+  held = _reused.get(use)
+  if held is None or held[0].size < size + _ALIGN:
+    buffer = np.empty(size + _ALIGN, np.uint8)
+    held = _reused[use] = (buffer, _aligned_in(buffer))
+  return held[1]
 
 
 # Workspaces live here, not in XLA buffers. XLA gives each execution its temporaries as
@@ -566,11 +568,12 @@ def _ffi_version() -> tuple[int, int]:
                for part in ('MAJOR', 'MINOR'))
 
 
-def _buffers(values: _Values):
+def _buffers(values: _Values) -> list[tuple[int, tuple[int, ...]]]:
+  """(data pointer, dims) of each buffer in an XLA_FFI_Args or XLA_FFI_Rets."""
   out = []
   for k in range(values.size):
-    b = ctypes.cast(values.values[k], ctypes.POINTER(_Buffer)).contents
-    out.append((b.data, tuple(b.dims[i] for i in range(b.rank))))
+    b = _Buffer.from_address(values.values[k])
+    out.append((b.data, tuple(b.dims[:b.rank])))
   return out
 
 
