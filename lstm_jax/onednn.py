@@ -163,7 +163,9 @@ def _library() -> _Library:
     try:
       _loaded.append(_on_worker(lambda: _Library(_find_library())))
     except (OSError, RuntimeError) as e:  # RuntimeError: engine or stream creation.
-      _loaded.append(OSError(f'oneDNN unavailable: {e}'))
+      source = (f' (from ${LIBRARY_ENV}; unset it to use the {PACKAGE} wheel)'
+                if os.environ.get(LIBRARY_ENV) else '')
+      _loaded.append(OSError(f'oneDNN unavailable{source}: {e}'))
   if isinstance(_loaded[0], Exception):
     raise _loaded[0]
   return _loaded[0]
@@ -222,7 +224,13 @@ class _Workspaces:
 
   @staticmethod
   def limit() -> int:
-    return int(os.environ.get(WORKSPACE_CACHE_ENV, WORKSPACE_CACHE_MIB)) << 20
+    """Bytes the cache may hold: `$LSTM_JAX_ONEDNN_WORKSPACE_CACHE_MIB` or the default."""
+    value = os.environ.get(WORKSPACE_CACHE_ENV, str(WORKSPACE_CACHE_MIB))
+    if not value.strip().isdigit():
+      raise ValueError(f'${WORKSPACE_CACHE_ENV}={value!r}: expected a whole number of MiB '
+                       f'(default {WORKSPACE_CACHE_MIB}, 0 keeps none); unset it or set '
+                       f'e.g. {WORKSPACE_CACHE_ENV}=512')
+    return int(value) << 20
 
   def held(self) -> int:
     return sum(b.size for _, b in self.live.values()) + sum(b.size for b in self.spare)
@@ -643,6 +651,7 @@ def _lstm(wx, wh, b, x, h0, c0):
 
 
 def _lstm_fwd(wx, wh, b, x, h0, c0):
+  _Workspaces.limit()  # A malformed limit fails here, at trace time, not inside XLA.
   workspace_id = jax.ShapeDtypeStruct((2,), jnp.uint32)  # A uint64 in _Workspaces.
   ys, h, c, ws = _call('train', _outputs(x, h0) + (workspace_id,), wx, wh, b, x, h0, c0)
   return ((h, c), ys), (wx, wh, b, x, h0, c0, ys, h, c, ws)
@@ -701,6 +710,8 @@ def supports(xs: Array, valid: Optional[Array], remat: bool, dtype) -> Optional[
     return f'dtype {jnp.dtype(dtype)} (only float32)'
   if xs.shape[0] == 0 or xs.shape[1] == 0:
     return 'an empty time or batch axis'
-  if not available():
-    return f'oneDNN is not installed (pip install {PACKAGE})'
+  try:
+    _library()
+  except OSError as e:
+    return str(e)
   return None

@@ -201,13 +201,34 @@ def test_a_cache_limit_of_zero_still_gives_exact_gradients(fresh_workspaces, mon
   assert len(fresh_workspaces.live) + len(fresh_workspaces.spare) == 1
 
 
-def test_without_onednn_auto_runs_the_scan_and_onednn_says_why(monkeypatch):
-  """Where the wheel or libgomp is missing: 'auto' falls back, 'onednn' names the fix."""
-  monkeypatch.setattr(onednn, '_loaded', [OSError('oneDNN unavailable: not installed')])
+@pytest.mark.parametrize('missing', ['wheel', 'library file'])
+def test_without_onednn_auto_runs_the_scan_and_onednn_says_why(missing, monkeypatch,
+                                                               tmp_path):
+  """Where oneDNN does not load: 'auto' falls back, 'onednn' names the cause and the fix."""
+  monkeypatch.setattr(onednn, '_loaded', [])  # Load again, under this test's settings.
+  if missing == 'wheel':
+    monkeypatch.delenv(onednn.LIBRARY_ENV, raising=False)
+    monkeypatch.setattr(onednn, 'PACKAGE', 'no-such-onednn-wheel')
+    why = r'oneDNN not found: `pip install no-such-onednn-wheel`'
+  else:
+    monkeypatch.setenv(onednn.LIBRARY_ENV, str(tmp_path / 'libdnnl.so.3'))
+    why = r'from \$LSTM_JAX_ONEDNN_LIB; unset it .*libdnnl.so.3: cannot open'
   monkeypatch.setattr(fused, 'AUTO_MIN_STEP_FLOP', 0)
   a = _inputs()
   got = _run('auto')(*a)
   want = _run('xla')(*a)
   jax.tree.map(lambda g, w: np.testing.assert_array_equal(g, w), got, want)
-  with pytest.raises(ValueError, match='pip install onednn-cpu-gomp'):
+  with pytest.raises(ValueError, match=why):
     _run('onednn')(*a)
+
+
+@needs_onednn
+@pytest.mark.parametrize('value', ['2G', '-1', ''])
+def test_a_malformed_cache_limit_fails_when_tracing_and_names_the_variable(value,
+                                                                          monkeypatch):
+  monkeypatch.setenv(onednn.WORKSPACE_CACHE_ENV, value)
+  a = _inputs()
+  loss = lambda *a: jnp.sum(_run('onednn')(*a)[1])  # noqa: E731
+  with pytest.raises(ValueError, match=r'\$LSTM_JAX_ONEDNN_WORKSPACE_CACHE_MIB=.*whole '
+                                       'number of MiB'):
+    jax.jit(jax.grad(loss)).lower(*a)
