@@ -3,14 +3,17 @@
     .venv/bin/python -m benchmarks.lstm_speed [--quick] [--workloads B,T,I,H,L ...]
         [--repeats N] [--out results.json] [--md results.md] [--no-memory | --memory-only]
         [--models torch,lstm_jax,flax[,lstm_jax_dp]] [--modes train,infer]
-        [--quiet-budget SECONDS]
+        [--quiet-budget SECONDS] [--settle-ms MS]
         [--device cpu|gpu]
 
 What is timed, per workload (batch B, time T, input I, hidden H, layers L), with the
 repeats interleaved (each repeat runs every model and mode in a rotated order, a few
 iterations each) and the median over repeats reported; the JAX models run in this
 process, torch in a child process (`TorchProcess`: two OpenMP runtimes in one process
-slow each other down):
+slow each other down). Each timing starts `--settle-ms` (default 20) after the previous
+one ended: OpenMP threads keep spinning for 5-10 ms after their work (libgomp's default),
+and without the pause the model timed next shared the cores with them (B1 T500 training,
+paired torch/lstm_jax: 0.84-0.91x without, 0.93-0.99x with it; benchmarks/README.md):
 
 * train: forward, loss = mean(outputs ** 2) over all outputs, backward, Adam update.
   JAX: one `jax.jit` step (`jax.value_and_grad` + `optax.adam`, params and optimizer
@@ -121,6 +124,7 @@ MEMORY_SHAPE = dict(batch=16, input=32, hidden=128, layers=1)
 MEMORY_LENGTHS = (1000, 5000)
 QUICK_MEMORY_LENGTHS = (16,)
 QUICK_RSS_CASES = {('torch', False)}  # Each RSS case is a subprocess (seconds each).
+SETTLE_MS = 20.0
 
 
 def cores() -> int:
@@ -430,8 +434,13 @@ def time_workload(w: Workload, models: tuple[str, ...], modes: tuple[str, ...],
                   repeats: int, target_s: float, min_iters: int, max_iters: int,
                   log: Callable[[str], None],
                   policy: Optional[QuietPolicy] = None, device: str = 'cpu',
-                  unroll: Optional[int] = None) -> dict[str, Any]:
-  """Warm-up (first call = compile for JAX), then `repeats` kept interleaved timed rounds."""
+                  unroll: Optional[int] = None, settle_s: float = SETTLE_MS / 1e3
+                  ) -> dict[str, Any]:
+  """Warm-up (first call = compile for JAX), then `repeats` kept interleaved timed rounds.
+
+  Every timed measurement starts `settle_s` after the previous one (of any model) ended,
+  so that no model is timed while the previous one's OpenMP threads still spin.
+  """
   benches = {name: build(name, w, device, unroll) for name in models}
   benches = {name: bench for name, bench in benches.items() if bench is not None}
   models = tuple(benches)
@@ -458,6 +467,7 @@ def time_workload(w: Workload, models: tuple[str, ...], modes: tuple[str, ...],
     start, loads = time.perf_counter(), []
     for name, mode in order:
       entry = out[name][mode]
+      time.sleep(settle_s)
       seconds, others = _measure(benches[name], mode, entry['iters'])
       entry['raw_ms'].append(1e3 * seconds)
       entry['others_cpu'].append(others)
@@ -887,6 +897,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                       'which other processes used > 20%% of the cores, spending at most '
                       'SECONDS on that in the whole run, at most 20 s per wait (default 240; '
                       'quick 0; 0 = off)')
+  parser.add_argument('--settle-ms', type=float, default=SETTLE_MS,
+                      help='pause before each timing, so that the previous model\'s OpenMP '
+                      f'threads have stopped spinning (default {SETTLE_MS:g}; 0 = none)')
   parser.add_argument('--device', choices=('cpu', 'gpu'), default='cpu',
                       help='gpu: JAX on its GPU backend, torch on cuda (cuDNN)')
   parser.add_argument('--unroll', type=int, default=None,
@@ -951,7 +964,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
   results: dict[str, Any] = dict(
       environment=environment(), loadavg_before=_loadavg(),
       args=dict(quick=args.quick, device=args.device, unroll=args.unroll, models=list(models),
-                modes=list(modes), repeats=repeats,
+                modes=list(modes), repeats=repeats, settle_ms=args.settle_ms,
                 target_ms=target_s * 1e3, min_iters=min_iters, max_iters=max_iters,
                 loss='mean(outputs ** 2)', optimizer='Adam lr=1e-3 (optax.adam; torch fused)',
                 torch_adam_fused=True),
@@ -962,7 +975,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
   for w in () if args.memory_only else workloads:
     log(f'workload {w.name} ({w.forward_flop / 1e9:.2f} GFLOP forward)')
     timings = time_workload(w, models, modes, repeats, target_s, min_iters, max_iters, log,
-                            policy if policy.budget_s > 0 else None, args.device, args.unroll)
+                            policy if policy.budget_s > 0 else None, args.device, args.unroll,
+                            args.settle_ms / 1e3)
     item = dict(workload=w._asdict(), forward_gflop=w.forward_flop / 1e9, timings=timings,
                 speedup=speedups(timings))
     results['workloads'].append(item)

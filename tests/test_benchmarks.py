@@ -1,7 +1,7 @@
 """Smoke test of benchmarks/lstm_speed.py: its --quick mode runs end to end on one tiny
 workload, with the data-parallel lstm_jax variant, and writes well-formed JSON and markdown
 (timings themselves are not checked); --device gpu without a GPU stops with the fix; the
-speed-ups from given timings."""
+speed-ups from given timings; the pause before each timing."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -89,3 +90,28 @@ def test_paired_speedup_cancels_a_change_of_machine_speed():
   speedup = lstm_speed.speedups(timings)['train']
   assert speedup['torch/lstm_jax'] == pytest.approx(0.625)
   assert speedup['paired torch/lstm_jax'] == pytest.approx(1.25)
+
+
+def test_each_timing_waits_for_the_previous_models_threads_to_settle(monkeypatch):
+  spans = []  # (start, end) of each measurement, warm-ups first.
+  measure = lstm_speed._measure
+
+  def recorded(bench, mode, iters):
+    start = time.perf_counter()
+    result = measure(bench, mode, iters)
+    spans.append((start, time.perf_counter()))
+    return result
+
+  def build(name, w, device, unroll):
+    return lstm_speed.Bench(train=lambda: time.sleep(0.001), infer=None)
+
+  monkeypatch.setattr(lstm_speed, '_measure', recorded)
+  monkeypatch.setattr(lstm_speed, 'build', build)
+  repeats, settle_s = 3, 0.03
+  out = lstm_speed.time_workload(lstm_speed.QUICK_WORKLOAD, ('torch', 'lstm_jax'), ('train',),
+                                 repeats, target_s=0.002, min_iters=1, max_iters=3,
+                                 log=lambda _: None, settle_s=settle_s)
+  assert [len(out[m]['train']['raw_ms']) for m in ('torch', 'lstm_jax')] == [repeats] * 2
+  timed = spans[-2 * repeats - 1:]  # The rounds, after the last warm-up call.
+  gaps = [start - end for (_, end), (start, _) in zip(timed, timed[1:])]
+  assert min(gaps) >= settle_s
