@@ -756,8 +756,9 @@ def markdown(results: dict[str, Any]) -> str:
            f'{env["xla_flags"] or "none"}. JAX models\' `lax.scan` unroll: '
            + (f'{results["args"]["unroll"]}.' if results['args'].get('unroll') else
               'their defaults (lstm_jax: 8 on GPU, 1 elsewhere; flax: 1).'),
-           f'{results["args"]["repeats"]} interleaved repeats; ms per step, median '
-           '(min-max over repeats). Speed-up = torch median / model median '
+           f'{results["args"]["repeats"]} interleaved repeats, each timing '
+           f'{results["args"].get("settle_ms", 0):g} ms after the previous one; ms per step, '
+           'median (min-max over repeats). Speed-up = torch median / model median '
            '(> 1: faster than torch); "paired" = median over rounds of torch ms / lstm_jax '
            'ms within the round, which cancels slow changes in the machine\'s speed '
            '(benchmarks/README.md, "Noise"). Load average before/after: '
@@ -940,6 +941,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
       parser.error(f'{DATA_PARALLEL} needs >= 2 local devices; JAX has '
                    f'{jax.local_device_count()} (a 1-core CPU, or 1 GPU)')
   modes = tuple(m for m in args.modes.split(',') if m)
+  if args.settle_ms < 0:
+    parser.error(f'--settle-ms {args.settle_ms:g}: a pause cannot be negative (0 = none)')
   if set(modes) - set(MODES):
     parser.error(f'modes must be among {MODES}')
   workloads = args.workloads or ((QUICK_WORKLOAD,) if args.quick else DEFAULT_WORKLOADS)
