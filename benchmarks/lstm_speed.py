@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.lstm_speed [--quick] [--workloads B,T,I,H,L ...]
         [--repeats N] [--out results.json] [--md results.md] [--no-memory | --memory-only]
-        [--models torch,lstm_jax,flax[,lstm_jax_dp]] [--modes train,infer]
+        [--models torch,lstm_jax,flax[,lstm_jax_dp]] [--modes train,infer] [--masked]
         [--quiet-budget SECONDS] [--settle-ms MS]
         [--device cpu|gpu]
 
@@ -20,6 +20,9 @@ paired torch/lstm_jax: 0.84-0.91x without, 0.93-0.99x with it; benchmarks/README
   state donated). torch: `zero_grad`, forward, `backward`, `torch.optim.Adam(fused=True)`
   (its fastest CPU Adam here).
 * infer: forward only. JAX: `jax.jit(model.apply)`. torch: under `torch.inference_mode()`.
+* `--masked`: the sequences have lengths uniform in [T/2, T] (`sequence_lengths`), given
+  as `seq_lengths` to the JAX models and as a packed sequence to torch
+  (`pack_padded_sequence(..., enforce_sorted=False)`, outputs padded back).
 
 Models: `lstm_jax.LSTM(H, num_layers=L)` through its public `model.apply(variables, x)`
 with batch-first x [B, T, I]; `torch.nn.LSTM(I, H, L, batch_first=True)` with
@@ -94,10 +97,12 @@ class Workload(NamedTuple):
   input: int
   hidden: int
   layers: int
+  masked: bool = False  # Sequences of `sequence_lengths(self)`, not all of `time` steps.
 
   @property
   def name(self) -> str:
-    return f'B{self.batch} T{self.time} I{self.input} H{self.hidden} L{self.layers}'
+    return (f'B{self.batch} T{self.time} I{self.input} H{self.hidden} L{self.layers}'
+            + (' masked' if self.masked else ''))
 
   @property
   def forward_flop(self) -> float:
@@ -120,6 +125,11 @@ DEFAULT_WORKLOADS = (Workload(32, 100, 64, 128, 1), Workload(64, 200, 128, 256, 
                      Workload(16, 1000, 32, 128, 1), Workload(128, 50, 256, 512, 1),
                      Workload(1, 500, 40, 256, 1))
 QUICK_WORKLOAD = Workload(4, 12, 8, 16, 1)
+
+
+def sequence_lengths(w: Workload) -> np.ndarray:
+  """<int64>[batch]: a masked workload's lengths, uniform in [time / 2, time], seed 0."""
+  return np.random.default_rng(0).integers(w.time // 2, w.time + 1, w.batch)
 MEMORY_SHAPE = dict(batch=16, input=32, hidden=128, layers=1)
 MEMORY_LENGTHS = (1000, 5000)
 QUICK_MEMORY_LENGTHS = (16,)
@@ -197,10 +207,10 @@ def flax_model(w: Workload, unroll: Optional[int] = None):
     layers: int
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, seq_lengths=None):
       for layer in range(self.layers):
         x = nn.RNN(nn.OptimizedLSTMCell(self.hidden), unroll=unroll or 1,
-                   name=f'rnn_{layer}')(x)
+                   name=f'rnn_{layer}')(x, seq_lengths=seq_lengths)
       return x
 
   return FlaxLSTMStack(w.hidden, w.layers)
@@ -227,8 +237,9 @@ def build_lstm_jax(w: Workload, remat: bool = False, unroll: Optional[int] = Non
     mesh = Mesh(np.array(devices), ('batch',))
     x = jax.device_put(x, NamedSharding(mesh, PartitionSpec('batch')))
     params = jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
-  return _jax_bench(params, lambda p, x: model.apply({'params': p}, x)[0],
-                    lambda p, x: model.apply({'params': p}, x), x)
+  lengths = sequence_lengths(w) if w.masked else None
+  apply = lambda p, x: model.apply({'params': p}, x, seq_lengths=lengths)  # noqa: E731
+  return _jax_bench(params, lambda p, x: apply(p, x)[0], apply, x)
 
 
 def build_flax(w: Workload, unroll: Optional[int] = None) -> Bench:
@@ -236,7 +247,8 @@ def build_flax(w: Workload, unroll: Optional[int] = None) -> Bench:
   model = flax_model(w, unroll)
   x = _jax_input(w)
   params = model.init(jax.random.key(0), x)['params']
-  apply = lambda p, x: model.apply({'params': p}, x)  # noqa: E731
+  lengths = sequence_lengths(w) if w.masked else None
+  apply = lambda p, x: model.apply({'params': p}, x, seq_lengths=lengths)  # noqa: E731
   return _jax_bench(params, apply, apply, x)
 
 
@@ -258,6 +270,15 @@ def build_torch(w: Workload, device: str = 'cpu') -> Bench:
   torch, lstm, opt, x = _torch_setup(w, device)
   # CUDA calls return before the work is done; CPU ones after.
   sync = torch.cuda.synchronize if device == 'gpu' else (lambda: None)
+  if w.masked:  # torch's way: a packed sequence in, padded outputs back.
+    rnn = torch.nn.utils.rnn
+    lengths = torch.as_tensor(sequence_lengths(w))
+    unmasked = lstm
+
+    def lstm(x):
+      packed, state = unmasked(rnn.pack_padded_sequence(x, lengths, batch_first=True,
+                                                        enforce_sorted=False))
+      return rnn.pad_packed_sequence(packed, batch_first=True, total_length=w.time)[0], state
 
   def train():
     opt.zero_grad(set_to_none=True)
@@ -880,6 +901,10 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                       'all local devices (on CPU: one host device per core; lstm_jax then '
                       'runs its XLA scan, oneDNN needs a single device)')
   parser.add_argument('--modes', default=','.join(MODES), help='train,infer or a subset')
+  parser.add_argument('--masked', action='store_true',
+                      help='variable lengths, uniform in [T/2, T] (seed 0): lstm_jax and flax '
+                      'get seq_lengths, torch a packed sequence (pack_padded_sequence); the '
+                      'memory section stays unmasked')
   parser.add_argument('--repeats', type=int,
                       help=f'interleaved repeats (default {REPEATS}; quick 2)')
   parser.add_argument('--target-ms', type=float, default=None,
@@ -946,6 +971,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
   if set(modes) - set(MODES):
     parser.error(f'modes must be among {MODES}')
   workloads = args.workloads or ((QUICK_WORKLOAD,) if args.quick else DEFAULT_WORKLOADS)
+  workloads = [w._replace(masked=args.masked) for w in workloads]
   repeats = args.repeats or (2 if args.quick else REPEATS)
   target_s = (args.target_ms or (20 if args.quick else TARGET_MS)) / 1e3
   min_iters = args.min_iters or (1 if args.quick else MIN_ITERS)
@@ -967,7 +993,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
   results: dict[str, Any] = dict(
       environment=environment(), loadavg_before=_loadavg(),
       args=dict(quick=args.quick, device=args.device, unroll=args.unroll, models=list(models),
-                modes=list(modes), repeats=repeats, settle_ms=args.settle_ms,
+                modes=list(modes), masked=args.masked, repeats=repeats,
+                settle_ms=args.settle_ms,
                 target_ms=target_s * 1e3, min_iters=min_iters, max_iters=max_iters,
                 loss='mean(outputs ** 2)', optimizer='Adam lr=1e-3 (optax.adam; torch fused)',
                 torch_adam_fused=True),

@@ -355,7 +355,8 @@ class LSTMCell(nn.Module):
 
   @nn.compact
   def __call__(self, state: LSTMState, xs: Array, valid: Optional[Array] = None,
-               deterministic: bool = True) -> tuple[LSTMState, Array]:
+               deterministic: bool = True, *,
+               seq_lengths: Optional[Array] = None) -> tuple[LSTMState, Array]:
     """Unrolls the cell over a time-major sequence.
 
     Args:
@@ -364,12 +365,19 @@ class LSTMCell(nn.Module):
       valid: <bool>[time, batch]: where False the state is carried unchanged and the
         output is 0. None means all steps are valid.
       deterministic: False turns on zoneout and recurrent dropout (needs a 'dropout' rng).
+      seq_lengths: <int>[batch], instead of `valid`: steps t >= seq_lengths[b] are
+        padding (`valid = unroll.valid_mask(seq_lengths, time)`). Only masks given this
+        way can run through oneDNN (`fused.lstm`).
 
     Returns:
       (final_state, ys) with ys <float32>[time, batch, proj_size or hidden_size].
     """
     for name in ('zoneout_cell', 'zoneout_hidden', 'recurrent_dropout'):
       _check_rate(name, getattr(self, name))
+    if seq_lengths is not None:
+      if valid is not None:
+        raise ValueError('give the LSTM cell valid or seq_lengths, not both')
+      valid = unroll.valid_mask(seq_lengths, xs.shape[0])
     s = self.structure
     params = self._params(xs.shape[-1])
     dtype = jnp.dtype(self.dtype or jnp.promote_types(xs.dtype, self.param_dtype))
@@ -387,7 +395,8 @@ class LSTMCell(nn.Module):
     if plain:
       (h, c), ys = fused.lstm(params['input_kernel'], params['recurrent_kernel'],
                               params['bias'], xs, valid, state.h, state.c,
-                              unroll=self.unroll, remat=self.remat, backend=self.backend)
+                              unroll=self.unroll, remat=self.remat, backend=self.backend,
+                              seq_lengths=seq_lengths)
       return LSTMState(h=h, c=c, gates=state.gates), ys
 
     recurrent_mask = None

@@ -13,8 +13,9 @@ Measured on CPU (see ../shared notes and benchmarks/), three choices make it fas
 
 The numbers are those of `cells.lstm_step` for the plain structure (tested to 1e-6).
 
-On a single CPU device `lstm` hands unmasked float32 calls to oneDNN's LSTM primitive
-instead (`backend='auto'`, see `onednn.py`), which runs each step on all cores.
+On a single CPU device `lstm` hands float32 calls, unmasked or masked by lengths, to
+oneDNN's LSTM primitive instead (`backend='auto'`, see `onednn.py`), which runs each step
+on all cores.
 """
 
 from __future__ import annotations
@@ -220,7 +221,8 @@ AUTO_MIN_HIDDEN = 192
 
 def lstm(input_kernel: Array, recurrent_kernel: Array, bias: Array, xs: Array,
          valid: Optional[Array], h0: Array, c0: Array, *, unroll: Optional[int] = None,
-         remat: bool = False, backend: str = 'auto') -> tuple[tuple[Array, Array], Array]:
+         remat: bool = False, backend: str = 'auto',
+         seq_lengths: Optional[Array] = None) -> tuple[tuple[Array, Array], Array]:
   """The plain LSTM over a time-major sequence, gates in PyTorch's (i, f, g, o) order.
 
   Args:
@@ -235,9 +237,12 @@ def lstm(input_kernel: Array, recurrent_kernel: Array, bias: Array, xs: Array,
       (4H fewer floats per step and batch row, one more matmul per step).
     backend: 'xla' (this module's scan and VJP), 'onednn' (`onednn.lstm`, oneDNN's LSTM
       primitive as torch uses it on CPU, forward and backward) or 'auto' (default): where
-      `onednn.supports` the call (CPU, one device, float32, no `valid`, no remat, oneDNN
-      installed) and each step has at least `AUTO_MIN_STEP_FLOP` or H is at least
-      `AUTO_MIN_HIDDEN`, 'onednn', else 'xla'.
+      `onednn.supports` the call (CPU, one device, float32, no `valid` or one given by
+      `seq_lengths`, no remat, oneDNN installed) and each step has at least
+      `AUTO_MIN_STEP_FLOP` or H is at least `AUTO_MIN_HIDDEN`, 'onednn', else 'xla'.
+    seq_lengths: <int>[batch] or None: the lengths `valid` was made from, if it was
+      (`valid == unroll.valid_mask(seq_lengths, time)`, which the caller vouches for); then
+      oneDNN can run the masked call too.
 
   Returns:
     ((h_final, c_final), ys) with ys <float32>[time, batch, H].
@@ -250,10 +255,10 @@ def lstm(input_kernel: Array, recurrent_kernel: Array, bias: Array, xs: Array,
   wide = step_flop >= AUTO_MIN_STEP_FLOP or hidden >= AUTO_MIN_HIDDEN
   if backend == 'onednn' or (backend == 'auto' and wide):
     args = (input_kernel, recurrent_kernel, bias, xs, h0, c0)
-    reason = onednn.supports(xs, valid, remat, jnp.result_type(*args))
+    reason = onednn.supports(xs, valid, remat, jnp.result_type(*args), seq_lengths)
     if reason is None:  # E.g. bfloat16 parameters: the scan computes in float32 too.
       args = tuple(a.astype(jnp.float32) for a in args)
-      return onednn.lstm(*args)
+      return onednn.lstm(*args, seq_lengths=None if valid is None else seq_lengths)
     if backend == 'onednn':
       raise ValueError(f"backend='onednn' cannot run this call: {reason}. Use "
                        "backend='auto' (falls back to 'xla') or 'xla'.")

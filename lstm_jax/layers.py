@@ -181,7 +181,10 @@ class RNN(nn.Module):
         reverse = direction == 1
         name = f'layer_{layer}' + ('_reverse' if reverse else '')
         inputs = unroll.reverse_valid(xs, seq_lengths) if reverse else xs
-        final, ys = self._cell(name=name)(state, inputs, valid, deterministic=deterministic)
+        # The LSTM cell takes the lengths themselves: oneDNN runs masks given by lengths.
+        mask = (dict(seq_lengths=seq_lengths) if self.cell_type == 'lstm' and valid is not None
+                else dict(valid=valid))
+        final, ys = self._cell(name=name)(state, inputs, deterministic=deterministic, **mask)
         outs.append(unroll.reverse_valid(ys, seq_lengths) if reverse else ys)
         finals.append(final)
       ys = outs[0] if len(outs) == 1 else (

@@ -666,9 +666,20 @@ def _lstm_bwd(residuals, cotangents):
 _lstm.defvjp(_lstm_fwd, _lstm_bwd)
 
 
+# A padding step must leave c as it is; oneDNN has no per-sequence lengths. So a masked
+# call gets one more input feature, 1 on padding steps and 0 elsewhere, whose weights add
+# -_HOLD to the input gate's pre-activation and +_HOLD to the forget gate's: there i = 0
+# and f = 1 in float32, so c_t = c_{t-1}, and both gates' derivatives vanish, so nothing
+# flows back through those steps but dc. h is not held (o tanh(c) still changes), which
+# only the outputs and the final h see: outputs there are zeroed and the final h is the
+# last valid output. A valid step after a padding step would read that h, so this works
+# for prefix masks, given by their lengths, only.
+_HOLD = 1e4
+
+
 def lstm(input_kernel: Array, recurrent_kernel: Array, bias: Array, xs: Array, h0: Array,
-         c0: Array) -> tuple[tuple[Array, Array], Array]:
-  """`fused.lstm` without masking, computed by oneDNN (CPU, float32).
+         c0: Array, seq_lengths: Optional[Array] = None) -> tuple[tuple[Array, Array], Array]:
+  """`fused.lstm` computed by oneDNN (CPU, float32), masked by lengths if given.
 
   Args:
     input_kernel: <float32>[features, 4H], gates (i, f, g, o).
@@ -676,6 +687,9 @@ def lstm(input_kernel: Array, recurrent_kernel: Array, bias: Array, xs: Array, h
     bias: <float32>[4H].
     xs: <float32>[time, batch, features], time >= 1 and batch >= 1.
     h0, c0: <float32>[batch, H].
+    seq_lengths: <int>[batch] or None: steps t >= seq_lengths[b] are padding (`fused.lstm`
+      with `valid = unroll.valid_mask(seq_lengths, time)`): their outputs are 0, the state
+      is carried over them, and whatever stands in them changes nothing.
 
   Returns:
     ((h_final, c_final), ys) with ys <float32>[time, batch, H].
@@ -691,19 +705,45 @@ def lstm(input_kernel: Array, recurrent_kernel: Array, bias: Array, xs: Array, h
   if any(jnp.result_type(a) != jnp.float32 for a in args):
     raise TypeError('onednn.lstm takes float32 arrays only; got '
                     + ', '.join(str(jnp.result_type(a)) for a in args))
+  if seq_lengths is not None:
+    return _masked(*args, seq_lengths)
   state, ys = _lstm(input_kernel, recurrent_kernel, bias, jnp.swapaxes(xs, 0, 1), h0, c0)
   return state, jnp.swapaxes(ys, 0, 1)
 
 
-def supports(xs: Array, valid: Optional[Array], remat: bool, dtype) -> Optional[str]:
-  """None where `lstm` can run this call, else the reason it cannot."""
+def _masked(input_kernel, recurrent_kernel, bias, xs, h0, c0, seq_lengths):
+  """`lstm` with lengths, through the extra input feature described at `_HOLD`."""
+  # Batch-major throughout, like the custom calls, so that XLA cancels the axis swaps here
+  # against a batch-major caller's and copies nothing but the new input.
+  time, hidden = xs.shape[0], h0.shape[-1]
+  lengths = jnp.clip(seq_lengths, 0, time)
+  valid = (jnp.arange(time)[None, :] < lengths[:, None])[..., None]  # [batch, time, 1]
+  x = jnp.swapaxes(xs, 0, 1)
+  # Zeroed, not only ignored: 0 * NaN in the matmul would still be NaN.
+  x = jnp.concatenate([jnp.where(valid, x, 0.0), (~valid).astype(x.dtype)], axis=-1)
+  hold = jnp.zeros((4, hidden), x.dtype).at[0].set(-_HOLD).at[1].set(_HOLD)
+  input_kernel = jnp.concatenate([input_kernel, hold.reshape(1, 4 * hidden)], axis=0)
+  (_, c), ys = _lstm(input_kernel, recurrent_kernel, bias, x, h0, c0)
+  ys = jnp.where(valid, ys, 0.0)
+  last = jnp.take_along_axis(ys, jnp.maximum(lengths - 1, 0)[:, None, None], axis=1)[:, 0]
+  return (jnp.where(lengths[:, None] > 0, last, h0), c), jnp.swapaxes(ys, 0, 1)
+
+
+def supports(xs: Array, valid: Optional[Array], remat: bool, dtype,
+             seq_lengths: Optional[Array] = None) -> Optional[str]:
+  """None where `lstm` can run this call, else the reason it cannot.
+
+  A `valid` mask needs the `seq_lengths` it was made from (`unroll.valid_mask`): oneDNN
+  runs prefix masks only.
+  """
   if jax.default_backend() != 'cpu':
     return f'the default backend is {jax.default_backend()}, not cpu'
   if jax.device_count() != 1:
     return (f'{jax.device_count()} devices: the custom call would not be partitioned '
             'over them')
-  if valid is not None:
-    return 'seq_lengths is given (oneDNN has no per-sequence lengths)'
+  if valid is not None and seq_lengths is None:
+    return ('a valid mask without its seq_lengths (oneDNN runs only masks given by lengths, '
+            'as layers.LSTM passes them)')
   if remat:
     return 'remat=True (oneDNN keeps its full workspace)'
   if jnp.dtype(dtype) != jnp.float32:

@@ -1,7 +1,7 @@
 """Smoke test of benchmarks/lstm_speed.py: its --quick mode runs end to end on one tiny
 workload, with the data-parallel lstm_jax variant, and writes well-formed JSON and markdown
 (timings themselves are not checked); --device gpu without a GPU stops with the fix; the
-speed-ups from given timings; the pause before each timing."""
+speed-ups from given timings; the pause before each timing; masked workloads."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from benchmarks import lstm_speed
@@ -115,3 +116,20 @@ def test_each_timing_waits_for_the_previous_models_threads_to_settle(monkeypatch
   timed = spans[-2 * repeats - 1:]  # The rounds, after the last warm-up call.
   gaps = [start - end for (_, end), (start, _) in zip(timed, timed[1:])]
   assert min(gaps) >= settle_s
+
+
+def test_masked_workloads_give_every_model_the_same_lengths():
+  w = lstm_speed.Workload(3, 8, 4, 5, 1, masked=True)
+  lengths = lstm_speed.sequence_lengths(w)
+  np.testing.assert_array_equal(lengths, lstm_speed.sequence_lengths(w))  # Seeded.
+  assert lengths.shape == (3,) and lengths.min() >= 4 and lengths.max() <= 8
+  assert lengths.min() < 8, 'this seed should give some padding to test'
+  padding = np.arange(8)[None, :] >= lengths[:, None]
+  outputs = {'lstm_jax': lstm_speed.build_lstm_jax(w).infer()[0]}
+  if lstm_speed.have_torch():
+    outputs['torch'] = lstm_speed.build_torch(w).infer()[0].numpy()
+  for name, out in outputs.items():
+    out = np.asarray(out)
+    assert out.shape == (3, 8, 5), name
+    assert np.all(out[padding] == 0) and np.all(out[~padding] != 0), name
+  assert w.name.endswith(' masked') and 'masked' not in w._replace(masked=False).name

@@ -73,6 +73,16 @@ def test_unmasked_plain_lstm_matches_reference(options, backend):
   common.assert_state_close(final, ref_final, **TOL)
 
 
+@pytest.mark.parametrize('options', [dict(), dict(num_layers=2, bidirectional=True)],
+                         ids=['plain', 'bidir_2layer'])
+def test_masked_plain_lstm_through_onednn_matches_reference(options):
+  """seq_lengths through oneDNN (an input feature holds c over the padding), with the
+  exact checks of `_compare`: zero padding, a length-0 row keeps its state."""
+  if not onednn.available():
+    pytest.skip('oneDNN is not installed')
+  _compare(dict(hidden_size=H, backend='onednn', **options), seed=7)
+
+
 def test_plain_lstm_goes_through_fused_path(monkeypatch):
   """The plain-LSTM comparisons above do test fused.lstm: it is the path taken."""
   calls = []

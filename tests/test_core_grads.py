@@ -119,6 +119,16 @@ def test_unmasked_plain_lstm_grads_match_finite_differences(options, backend):
   _check_against_fd(dict(options, backend=backend), lengths=None)
 
 
+@pytest.mark.parametrize('options', [dict(hidden_size=H),
+                                     dict(hidden_size=H, num_layers=2, bidirectional=True)],
+                         ids=['plain', 'bidir_2layer'])
+def test_masked_plain_lstm_grads_through_onednn_match_finite_differences(options):
+  """seq_lengths [3, 0, 2] through oneDNN: nothing may flow back through the padding."""
+  if not onednn.available():
+    pytest.skip('oneDNN is not installed')
+  _check_against_fd(dict(options, backend='onednn'), seed=6)
+
+
 # ----------------------------------------------------------- fused vs generic path
 
 def _run_fused(a, valid, unroll, remat):

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 import test_core_common as common
 from test_core_common import jax, jnp
 import reference
+from lstm_jax import onednn
 
 B, T, F, H = 3, 5, 2, 3
 SETTINGS = settings(max_examples=5, deadline=None, derandomize=True,
@@ -32,12 +33,18 @@ MODELS = {
     'gru': dict(hidden_size=H, cell_type='gru'),
     'lstm_bidir_2layer': dict(hidden_size=H, num_layers=2, bidirectional=True),
     'gru_bidir_sum': dict(hidden_size=H, cell_type='gru', bidirectional=True, merge='sum'),
+    # oneDNN masks by lengths with an input feature that holds c (onednn._HOLD).
+    'lstm_onednn': dict(hidden_size=H, backend='onednn'),
+    'lstm_onednn_bidir_2layer': dict(hidden_size=H, num_layers=2, bidirectional=True,
+                                     backend='onednn'),
 }
 
 
 @functools.lru_cache(maxsize=None)
 def _model(name):
   options = MODELS[name]
+  if options.get('backend') == 'onednn' and not onednn.available():
+    pytest.skip('oneDNN is not installed')
   model, variables, x = common.setup(options, B, T, F, seed=len(name))
   state0 = common.random_state(model, B, 3)
   apply = jax.jit(lambda x, lengths, s: model.apply(variables, x, seq_lengths=lengths,
@@ -131,7 +138,8 @@ def test_bidirectional_reverse_direction_reads_valid_prefix(lengths):
                                atol=1e-6)
 
 
-@pytest.mark.parametrize('name', ['lstm_fused', 'lstm_zoneout_ln', 'gru', 'lstm_bidir_2layer'])
+@pytest.mark.parametrize('name', ['lstm_fused', 'lstm_zoneout_ln', 'gru', 'lstm_bidir_2layer',
+                                  'lstm_onednn', 'lstm_onednn_bidir_2layer'])
 def test_nan_padding_does_not_reach_gradients(name):
   """Gradients with NaN in the padding equal those with zero padding (and are finite)."""
   model, variables, x, state0, _ = _model(name)
@@ -150,7 +158,8 @@ def test_nan_padding_does_not_reach_gradients(name):
     np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize('name', ['lstm_fused', 'lstm_bidir_2layer', 'gru'])
+@pytest.mark.parametrize('name', ['lstm_fused', 'lstm_bidir_2layer', 'gru',
+                                  'lstm_onednn_bidir_2layer'])
 def test_lengths_outside_0_time_are_clipped(name):
   # Beyond `time` means the whole sequence and below 0 means empty, in both directions
   # (the reverse direction used to read past the end).

@@ -7,6 +7,7 @@ other: the same float32 math in another order, outputs within 1e-6, gradients 1e
 
 from __future__ import annotations
 
+import functools
 import re
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 
 import test_core_common as common
 from test_core_common import jax, jnp
-from lstm_jax import LSTM, fused, onednn
+from lstm_jax import LSTM, fused, onednn, valid_mask
 
 needs_onednn = pytest.mark.skipif(not onednn.available(), reason='oneDNN is not installed')
 
@@ -31,9 +32,10 @@ def _targets(fn, *args) -> set[str]:
              if t in str(jax.make_jaxpr(fn)(*args)))
 
 
-def _run(backend, valid=None, remat=False):
+def _run(backend, valid=None, remat=False, seq_lengths=None):
   return lambda ik, rk, b, xs, h0, c0: fused.lstm(ik, rk, b, xs, valid, h0, c0,
-                                                  remat=remat, backend=backend)
+                                                  remat=remat, backend=backend,
+                                                  seq_lengths=seq_lengths)
 
 
 def _assert_trees_close(got, want, tol=1e-5):
@@ -62,8 +64,11 @@ def test_auto_picks_onednn_only_where_it_applies(any_step_size):
   loss = lambda *a: jnp.sum(_run('auto')(*a)[1])  # noqa: E731
   assert _targets(jax.grad(loss, argnums=(0, 3)), *a) == {'lstm_jax_onednn_train'}
   assert not _targets(_run('xla'), *a)
-  valid = jnp.ones(a[3].shape[:2], bool)
-  assert not _targets(_run('auto', valid=valid), *a)  # seq_lengths: oneDNN has none.
+  lengths = jnp.array([6, 0, 3])
+  valid = valid_mask(lengths, 6)
+  assert not _targets(_run('auto', valid=valid), *a)  # A mask not known to be a prefix.
+  assert _targets(_run('auto', valid=valid, seq_lengths=lengths), *a) == {
+      'lstm_jax_onednn_infer'}
   assert not _targets(_run('auto', remat=True), *a)
   bf16 = tuple(v.astype(jnp.bfloat16) for v in a)
   assert not _targets(_run('auto'), *bf16)
@@ -89,6 +94,48 @@ def test_onednn_equals_xla_scan(time, batch, backend, any_step_size):
   for name, g, h in zip(['input_kernel', 'recurrent_kernel', 'bias', 'xs', 'h0', 'c0'],
                         g_dnn, g_xla):
     np.testing.assert_allclose(g, h, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+@needs_onednn
+@pytest.mark.parametrize('lengths', [[6, 0, 3], [1, 6, 6], [0, 0, 0]])
+def test_onednn_masked_by_lengths_equals_xla_scan(lengths, any_step_size):
+  """Outputs, final state and every gradient, with the state carried over the padding."""
+  a = _inputs(seed=sum(lengths))
+  lengths = jnp.array(lengths)
+  valid = valid_mask(lengths, a[3].shape[0])
+  xs = jnp.where(valid[..., None], a[3], jnp.nan)  # NaN padding must not matter.
+  a = a[:3] + (xs,) + a[4:]
+  run = {k: _run(k, valid=valid, seq_lengths=lengths) for k in ('onednn', 'xla')}
+  got = jax.jit(run['onednn'])(*a)
+  want = run['xla'](*a[:3], jnp.where(valid[..., None], xs, 0.0), *a[4:])
+  _assert_trees_close(got, want, tol=1e-6)
+  np.testing.assert_array_equal(got[0][1][lengths == 0], a[5][lengths == 0])
+
+  def loss(backend, *args):
+    (h, c), ys = run[backend](*args)
+    return jnp.sum(ys * jnp.arange(ys.shape[-1])) + jnp.sum(h ** 2) + jnp.sum(jnp.sin(c))
+
+  argnums = (0, 1, 2, 4, 5)  # xs: the scan's gradient at NaN padding is not defined.
+  g_dnn = jax.jit(jax.grad(functools.partial(loss, 'onednn'), argnums))(*a)
+  g_xla = jax.grad(functools.partial(loss, 'xla'), argnums)(
+      *a[:3], jnp.where(valid[..., None], xs, 0.0), *a[4:])
+  _assert_trees_close(g_dnn, g_xla)
+  dx = jax.grad(functools.partial(loss, 'onednn'), 3)(*a)
+  np.testing.assert_array_equal(np.asarray(dx)[~np.asarray(valid)], 0.0)
+
+
+@needs_onednn
+def test_the_lstm_cell_takes_valid_or_seq_lengths_not_both():
+  model, variables, x = common.setup(dict(hidden_size=4, backend='onednn'), 2, 3, 5)
+  cell = model._cell(parent=None)
+  params = {'params': variables['params']['layer_0']}
+  xs, lengths = jnp.swapaxes(x, 0, 1), jnp.array([3, 1])
+  state = cell.initialize_state(2)
+  with pytest.raises(ValueError, match='valid or seq_lengths, not both'):
+    cell.apply(params, state, xs, valid_mask(lengths, 3), seq_lengths=lengths)
+  by_mask = LSTM(hidden_size=4, backend='xla')._cell(parent=None).apply(
+      params, state, xs, valid_mask(lengths, 3))
+  _assert_trees_close(cell.apply(params, state, xs, seq_lengths=lengths), by_mask, 1e-6)
 
 
 @needs_onednn
