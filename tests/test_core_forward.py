@@ -58,7 +58,7 @@ def test_lstm_variant_zero_initial_state(name):
 @pytest.mark.parametrize('options', [dict(), dict(num_layers=2, bidirectional=True)],
                          ids=['plain', 'bidir_2layer'])
 def test_unmasked_plain_lstm_matches_reference(options, backend):
-  """No seq_lengths: where 'auto' runs oneDNN on CPU. Both backends, a random state."""
+  """No seq_lengths; both backends, a random state."""
   if backend == 'onednn' and not onednn.available():
     pytest.skip('oneDNN is not installed')
   options = dict(hidden_size=H, backend=backend, **options)

@@ -113,7 +113,7 @@ def test_other_cells_and_stacks_grads_match_finite_differences(options):
                                      dict(hidden_size=H, num_layers=2, bidirectional=True)],
                          ids=['plain', 'bidir_2layer'])
 def test_unmasked_plain_lstm_grads_match_finite_differences(options, backend):
-  """Without seq_lengths 'auto' picks oneDNN on CPU; both backends against the reference."""
+  """No seq_lengths; both backends against the reference."""
   if backend == 'onednn' and not onednn.available():
     pytest.skip('oneDNN is not installed')
   _check_against_fd(dict(options, backend=backend), lengths=None)
