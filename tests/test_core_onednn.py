@@ -125,6 +125,19 @@ def test_onednn_masked_by_lengths_equals_xla_scan(lengths, any_step_size):
 
 
 @needs_onednn
+def test_masking_holds_c_even_with_huge_pre_activations():
+  """Weights of 3e4 give gate pre-activations near 1e5; c must still be carried."""
+  ik, rk, b, xs, h0, c0 = _inputs(seed=1)
+  ik, rk, b = (3e4 * w for w in (ik, rk, b))
+  lengths = jnp.array([6, 2, 0])
+  valid = valid_mask(lengths, 6)
+  (h, c), ys = _run('onednn', valid=valid, seq_lengths=lengths)(ik, rk, b, xs, h0, c0)
+  (h_xla, c_xla), ys_xla = _run('xla', valid=valid)(ik, rk, b, xs, h0, c0)
+  np.testing.assert_array_equal(c[2], c0[2])
+  _assert_trees_close((h, c, ys), (h_xla, c_xla, ys_xla), tol=1e-5)
+
+
+@needs_onednn
 def test_the_lstm_cell_takes_valid_or_seq_lengths_not_both():
   model, variables, x = common.setup(dict(hidden_size=4, backend='onednn'), 2, 3, 5)
   cell = model._cell(parent=None)
