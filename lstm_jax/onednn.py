@@ -36,6 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lstm_jax import unroll
+
 Array = jax.Array
 
 LIBRARY_ENV = 'LSTM_JAX_ONEDNN_LIB'
@@ -718,7 +720,7 @@ def _masked(input_kernel, recurrent_kernel, bias, xs, h0, c0, seq_lengths):
   # against a batch-major caller's and copies nothing but the new input.
   time, hidden = xs.shape[0], h0.shape[-1]
   lengths = jnp.clip(seq_lengths, 0, time)
-  valid = (jnp.arange(time)[None, :] < lengths[:, None])[..., None]  # [batch, time, 1]
+  valid = unroll.valid_mask(lengths, time).T[..., None]  # [batch, time, 1]
   x = jnp.swapaxes(xs, 0, 1)
   # Zeroed, not only ignored: 0 * NaN in the matmul would still be NaN.
   x = jnp.concatenate([jnp.where(valid, x, 0.0), (~valid).astype(x.dtype)], axis=-1)
