@@ -11,7 +11,11 @@ called through ctypes; the three XLA FFI handlers are ctypes callbacks, which re
 XLA's buffers in place. Each call runs on one dedicated thread: libgomp gives every
 thread that starts a parallel region its own team, and with more team threads than cores
 it stops spinning between parallel regions, which made each step wait for a sleeping
-thread (2-3x slower when the primitive ran on XLA's own threads).
+thread (2-3x slower when the primitive ran on XLA's own threads). A handler called on one
+of XLA's threads therefore gives XLA an FFI future and returns at once; the worker runs the
+call and completes the future, and XLA goes on with the program on the worker thread. So
+the next custom call, e.g. a training step's backward pass after the loss, runs there
+without another hand-off between threads.
 
 oneDNN's training forward leaves a workspace for its backward pass; it stays in a cache of
 this module's between the two calls (`_Workspaces`; XLA carries only its id), so a
@@ -150,10 +154,13 @@ _WORKER_NAME = 'lstm_jax_onednn'
 _worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=_WORKER_NAME)
 
 
+def _is_worker() -> bool:
+  return threading.current_thread().name.startswith(_WORKER_NAME)
+
+
 def _on_worker(fn, *args):
-  if threading.current_thread().name.startswith(_WORKER_NAME):
-    return fn(*args)
-  return _worker.submit(fn, *args).result()
+  """fn(*args) on the worker thread, waiting for it."""
+  return fn(*args) if _is_worker() else _worker.submit(fn, *args).result()
 
 
 _loaded: list = []  # [library] or [error], after the first attempt.
@@ -562,10 +569,51 @@ class _ErrorCreateArgs(ctypes.Structure):
               ('message', ctypes.c_char_p), ('errc', ctypes.c_int)]
 
 
+_ENTRY = ctypes.CFUNCTYPE(_vp, _vp)  # XLA_FFI_Error* XLA_FFI_Name(XLA_FFI_Name_Args*)
+
+
 class _Api(ctypes.Structure):
   _fields_ = [('struct_size', ctypes.c_size_t), ('extension_start', _vp),
               ('api_version', _ApiVersion), ('internal_api', _vp),
               ('error_create', ctypes.CFUNCTYPE(_vp, ctypes.POINTER(_ErrorCreateArgs)))]
+  _fields_ += [(name, _ENTRY) for name in (
+      'error_get_message', 'error_destroy', 'handler_register', 'stream_get', 'type_register',
+      'execution_context_get', 'state_set', 'state_get', 'device_memory_allocate',
+      'device_memory_free', 'thread_pool_schedule', 'thread_pool_num_threads',
+      'future_create', 'future_set_available', 'future_set_error')]
+
+
+class _FutureArgs(ctypes.Structure):
+  """XLA_FFI_Future_{Create,SetAvailable,SetError}_Args: the first 3 fields, or all 4."""
+  _fields_ = [('struct_size', ctypes.c_size_t), ('extension_start', _vp), ('future', _vp),
+              ('error', _vp)]
+
+
+def _error(api: _Api, e: Exception) -> int:
+  """An XLA_FFI_Error* for `e`: XLA raises it as the error of the jitted call."""
+  message = f'lstm_jax.onednn: {type(e).__name__}: {e}'.encode()
+  args = _ErrorCreateArgs(ctypes.sizeof(_ErrorCreateArgs), None, message, _INTERNAL_ERROR)
+  return api.error_create(ctypes.byref(args))
+
+
+def _future(api: _Api, entry: str, future: Optional[int] = None,
+            error: Optional[int] = None) -> int:
+  """Calls `api.<entry>` (future_create, _set_available or _set_error); the future."""
+  args = _FutureArgs(ctypes.sizeof(_FutureArgs) - (0 if error else ctypes.sizeof(_vp)),
+                     None, future, error)
+  if getattr(api, entry)(ctypes.addressof(args)):
+    raise RuntimeError(f'XLA FFI {entry} failed')
+  return args.future
+
+
+def _finish(api: _Api, future: int, run, args, rets):
+  """`run` on the worker, then completes XLA's future, which goes on on this thread."""
+  try:
+    run(args, rets)
+  except Exception as e:
+    _future(api, 'future_set_error', future, _error(api, e))
+  else:
+    _future(api, 'future_set_available', future)
 
 
 _HANDLER = ctypes.CFUNCTYPE(_vp, ctypes.POINTER(_CallFrame))
@@ -597,14 +645,17 @@ def _handler(run, version):
       return None
     if frame.stage != _EXECUTE_STAGE:
       return None
+    api = ctypes.cast(frame.api, ctypes.POINTER(_Api)).contents
     try:
-      _on_worker(run, _buffers(frame.args), _buffers(frame.rets))
-      return None
+      args, rets = _buffers(frame.args), _buffers(frame.rets)
+      if _is_worker():
+        run(args, rets)
+        return None
+      frame.future = _future(api, 'future_create')
     except Exception as e:  # Reported by XLA as the error of the jitted call.
-      message = f'lstm_jax.onednn: {type(e).__name__}: {e}'.encode()
-      api = ctypes.cast(frame.api, ctypes.POINTER(_Api)).contents
-      args = _ErrorCreateArgs(ctypes.sizeof(_ErrorCreateArgs), None, message, _INTERNAL_ERROR)
-      return api.error_create(ctypes.byref(args))
+      return _error(api, e)
+    _worker.submit(_finish, api, frame.future, run, args, rets)
+    return None
   return _HANDLER(handle)
 
 

@@ -1,4 +1,4 @@
-"""The oneDNN backend of the plain LSTM (lstm_jax/onednn.py): when it runs, its errors.
+"""The oneDNN backend of the plain LSTM (lstm_jax/onednn.py): when it runs, threads, errors.
 
 Its numbers are checked against the float64 NumPy reference with the other backends in
 test_core_forward.py and test_core_grads.py (`test_unmasked_*`). Backends against each
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
+from time import sleep
 
 import numpy as np
 import pytest
@@ -208,6 +210,83 @@ def test_errors_inside_the_custom_call_reach_the_caller(monkeypatch):
     jax.block_until_ready(jax.jit(_run('onednn'))(*a))
 
 
+def _training_step():
+  return jax.jit(jax.grad(lambda *a: jnp.sum(_run('onednn')(*a)[1] ** 2), argnums=range(6)))
+
+
+@needs_onednn
+@pytest.mark.parametrize('failing', ['forward', 'backward'])
+def test_errors_in_a_training_step_reach_the_caller_and_the_next_step_runs(monkeypatch,
+                                                                          failing):
+  """The forward call fails on the worker behind XLA's future, the backward call on the
+  worker thread itself (where XLA went on); either way the step raises, and the worker
+  is free for the next one."""
+  a = _inputs(time=3, batch=2, features=3)
+  primitives, seen = onednn._primitives, []
+
+  def failing_primitives(*key):  # Called once by each pass.
+    seen.append(key)
+    if len(seen) == (1 if failing == 'forward' else 2):
+      raise RuntimeError(f'no primitive for the {failing} pass')
+    return primitives(*key)
+  monkeypatch.setattr(onednn, '_primitives', failing_primitives)
+  with pytest.raises(Exception, match=f'no primitive for the {failing} pass'):
+    jax.block_until_ready(_training_step()(*a))
+  assert len(seen) == (1 if failing == 'forward' else 2)
+  monkeypatch.undo()
+  _assert_trees_close(_training_step()(*a),
+                      jax.grad(lambda *a: jnp.sum(_run('xla')(*a)[1] ** 2),
+                               argnums=range(6))(*a))
+
+
+@needs_onednn
+def test_a_training_step_hands_only_its_first_call_to_the_worker(monkeypatch):
+  """XLA goes on with the program on the worker thread after the forward call's future:
+  the backward call (after the loss) runs there at once. The hand-offs between threads
+  were the largest fixed cost of a small step."""
+  a = _inputs(time=4, batch=2)
+  step = _training_step()
+  jax.block_until_ready(step(*a))  # Compiles, creates the primitives.
+  # A call this small could finish before XLA waits on its future; XLA would then go on
+  # on its own thread. Slowed down, it cannot.
+  primitives = onednn._primitives
+  monkeypatch.setattr(onednn, '_primitives', lambda *key: sleep(0.05) or primitives(*key))
+  handed = []
+  submit = onednn._worker.submit
+  monkeypatch.setattr(onednn._worker, 'submit',
+                      lambda fn, *args: handed.append(fn) or submit(fn, *args))
+  jax.block_until_ready(step(*a))
+  assert len(handed) == 1
+
+
+@needs_onednn
+def test_steps_from_several_python_threads_at_once_all_finish_exactly():
+  """XLA programs go on on the one worker thread while other calls queue behind them:
+  four threads training a bidirectional, masked two-layer model concurrently neither
+  deadlock nor mix up their numbers."""
+  model = LSTM(hidden_size=8, num_layers=2, bidirectional=True, backend='onednn')
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 6, 4)), jnp.float32)
+  lengths = jnp.asarray([6, 2, 0])
+  params = model.init(jax.random.key(1), x)
+  grad = jax.jit(jax.grad(
+      lambda p, x: jnp.sum(model.apply(p, x, seq_lengths=lengths)[0] ** 2)))
+  want = [grad(params, k * x) for k in range(4)]
+  got = {}
+
+  def train(k):
+    for _ in range(10):
+      g = grad(params, k * x)
+    got[k] = jax.block_until_ready(g)
+  threads = [threading.Thread(target=train, args=(k,), daemon=True) for k in range(4)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join(timeout=120)
+  assert not any(t.is_alive() for t in threads), 'a thread never finished'
+  for k in range(4):
+    jax.tree.map(np.testing.assert_array_equal, got[k], want[k])
+
+
 @pytest.fixture
 def fresh_workspaces(monkeypatch):
   cache = onednn._Workspaces()
@@ -219,7 +298,7 @@ def fresh_workspaces(monkeypatch):
 def test_training_steps_reuse_one_workspace(fresh_workspaces):
   """The buffer of step n's workspace holds step n+1's: no fresh memory after step 1."""
   a = _inputs(time=20, batch=4)
-  step = jax.jit(jax.grad(lambda *a: jnp.sum(_run('onednn')(*a)[1] ** 2)))
+  step = _training_step()
   for _ in range(3):
     jax.block_until_ready(step(*a))
   assert not fresh_workspaces.live and len(fresh_workspaces.spare) == 1
