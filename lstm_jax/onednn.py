@@ -584,7 +584,7 @@ class _Api(ctypes.Structure):
 
 
 class _FutureArgs(ctypes.Structure):
-  """XLA_FFI_Future_{Create,SetAvailable,SetError}_Args: the first 3 fields, or all 4."""
+  """XLA_FFI_Future_{Create,SetAvailable,SetError}_Args; only SetError's has `error`."""
   _fields_ = [('struct_size', ctypes.c_size_t), ('extension_start', _vp), ('future', _vp),
               ('error', _vp)]
 
@@ -599,8 +599,8 @@ def _error(api: _Api, e: Exception) -> int:
 def _future(api: _Api, entry: str, future: Optional[int] = None,
             error: Optional[int] = None) -> int:
   """Calls `api.<entry>` (future_create, _set_available or _set_error); the future."""
-  args = _FutureArgs(ctypes.sizeof(_FutureArgs) - (0 if error else ctypes.sizeof(_vp)),
-                     None, future, error)
+  size = _FutureArgs.error.offset + (ctypes.sizeof(_vp) if error else 0)
+  args = _FutureArgs(size, None, future, error)
   if getattr(api, entry)(ctypes.addressof(args)):
     raise RuntimeError(f'XLA FFI {entry} failed')
   return args.future
