@@ -400,10 +400,13 @@ class _Primitives:
                           for w, k in zip(diff_w, ('weights_layer', 'weights_iter'))]
     # Training's cached buffer: the workspace, then time-major copies of x and ys, which
     # the forward pass makes from XLA's batch-major arrays and the backward pass reads.
+    # At batch 1 XLA's arrays are time-major already (the same bytes), so no copies.
+    self.copies = batch > 1
     round_up = lambda size: -(-size // _ALIGN) * _ALIGN  # noqa: E731
     self._x_offset = round_up(self.workspace_size)
     self._ys_offset = self._x_offset + round_up(4 * time * batch * features)
-    self.training_size = self._ys_offset + 4 * time * batch * hidden
+    self.training_size = (self._ys_offset + 4 * time * batch * hidden if self.copies
+                          else self.workspace_size)
 
   def training_pointers(self, base: int) -> tuple[int, int, int]:
     """(workspace, time-major x, time-major ys) in a training buffer at `base`."""
@@ -462,12 +465,18 @@ def _transpose(src: int, dst: int, time: int, batch: int, channels: int,
 
 
 def _train_forward(p: _Primitives, key, inputs, outputs) -> tuple[int, int, int, int]:
-  """Training forward from batch-major x into time-major copies; (id, workspace, xs, ys)."""
-  time, batch, features, _ = key
+  """Training forward from batch-major x; (id, workspace, xs, ys), xs and ys time-major:
+  copies in the cached buffer, or at batch 1 XLA's x and `outputs[0]` themselves (a
+  scratch buffer if that is None)."""
+  time, batch, features, hidden = key
   workspace_id, base = _workspaces.new(key, p.training_size)
-  workspace, xs, ys = p.training_pointers(base)
   wx, wh, b, x, h0, c0 = inputs
-  _transpose(x, xs, time, batch, features, to_time_major=True)
+  if p.copies:
+    workspace, xs, ys = p.training_pointers(base)
+    _transpose(x, xs, time, batch, features, to_time_major=True)
+  else:
+    workspace, xs = base, x
+    ys = outputs[0] or _reused_buffer('recomputed_dst_layer', 4 * time * hidden)
   _run_forward(p.train, (wx, wh, b, xs, h0, c0), (ys, *outputs[1:]), workspace)
   return workspace_id, workspace, xs, ys
 
@@ -481,12 +490,13 @@ def _forward(training: bool, ins, outs):
     _run_forward(p.infer, inputs, outputs)
     return
   workspace_id, _, _, ys = _train_forward(p, key, inputs, outputs)
-  _transpose(ys, outputs[0], time, batch, hidden, to_time_major=False)
+  if p.copies:
+    _transpose(ys, outputs[0], time, batch, hidden, to_time_major=False)
   ctypes.c_uint64.from_address(outs[3][0]).value = workspace_id
 
 
 def _backward(ins, outs):
-  (wx, wh, b, x, h0, c0, _, h, c, id_buffer, dys, dh, dc) = [i[0] for i in ins]
+  (wx, wh, b, x, h0, c0, ys_given, h, c, id_buffer, dys, dh, dc) = [i[0] for i in ins]
   key = _shape_key(ins)
   time, batch, features, hidden = key
   p = _primitives(*key)
@@ -496,14 +506,19 @@ def _backward(ins, outs):
     state = [np.empty((batch, hidden), np.float32) for _ in range(2)]
     workspace_id, workspace, xs, ys = _train_forward(
         p, key, (wx, wh, b, x, h0, c0), (None, *[a.ctypes.data for a in state]))
-  else:
+  elif p.copies:
     workspace, xs, ys = p.training_pointers(base)
-  dys_t = _reused_buffer('diff_dst_layer', 4 * time * batch * hidden)
-  _transpose(dys, dys_t, time, batch, hidden, to_time_major=True)
-  dxs = _reused_buffer('diff_src_layer', 4 * time * batch * features)
+  else:
+    workspace, xs, ys = base, x, ys_given
+  dwx, dwh, db, dx, dh0, dc0 = [o[0] for o in outs]
+  if p.copies:
+    dys_t = _reused_buffer('diff_dst_layer', 4 * time * batch * hidden)
+    _transpose(dys, dys_t, time, batch, hidden, to_time_major=True)
+    dxs = _reused_buffer('diff_src_layer', 4 * time * batch * features)
+  else:
+    dys_t, dxs = dys, dx
   step, reorders = p.backward
   w_layer, w_iter = [r.to_packed(w) for r, w in zip(reorders, (wx, wh))]
-  dwx, dwh, db, dx, dh0, dc0 = [o[0] for o in outs]
   diff_w = [r.packed_for(out) for r, out in zip(p.diff_reorders, (dwx, dwh))]
   a, d = _ARG, _ARG_DIFF
   step.run({a['src_layer']: xs, a['src_iter']: h0, a['src_iter_c']: c0, a['bias']: b,
@@ -514,7 +529,8 @@ def _backward(ins, outs):
             d + a['bias']: db, d + a['weights_layer']: diff_w[0],
             d + a['weights_iter']: diff_w[1]})
   _workspaces.release(workspace_id)
-  _transpose(dxs, dx, time, batch, features, to_time_major=False)
+  if p.copies:
+    _transpose(dxs, dx, time, batch, features, to_time_major=False)
   for reorder, out in zip(p.diff_reorders, (dwx, dwh)):
     reorder.from_packed(out)
 
@@ -693,7 +709,8 @@ def _call(name: str, outputs, *args):
 # `_lstm` takes and gives batch-major sequences, so XLA cancels `lstm`'s axis swaps against
 # a batch-major caller's (layers.LSTM) and copies nothing around the calls. Inference runs
 # on them as they are (oneDNN's `ntc`). Training runs time-major (`tnc`) on copies that its
-# handlers make with oneDNN reorders (`_train_forward`): oneDNN's backward pass on `ntc` was
+# handlers make with oneDNN reorders (`_train_forward`; at batch 1 both layouts are the same
+# bytes, so XLA's arrays are used as they are): oneDNN's backward pass on `ntc` was
 # slower (B32 T100 H128: 3.92 against 3.67 ms; 6.0 against 4.6 ms in this machine's slow
 # phases), and XLA's own transposes cost more where it fuses them (B128 T50 H512: a loss
 # over the transposed outputs took 8.9 ms, 0.15 ms without the transpose).
@@ -749,8 +766,8 @@ def lstm(input_kernel: Array, recurrent_kernel: Array, bias: Array, xs: Array, h
     ((h_final, c_final), ys) with ys <float32>[time, batch, H].
 
   Training keeps oneDNN's workspace for the backward pass, with time-major copies of xs and
-  ys: about 20x the size of ys (30 MiB at T=100, B=32, H=128), more than `fused.lstm`'s
-  residuals. It is held in this module's cache, not in XLA's buffers
+  ys where the batch is above 1: about 20x the size of ys (30 MiB at T=100, B=32, H=128),
+  more than `fused.lstm`'s residuals. It is held in this module's cache, not in XLA's buffers
   (`workspace_cache_bytes`; at most `WORKSPACE_CACHE_MIB`, or
   `$LSTM_JAX_ONEDNN_WORKSPACE_CACHE_MIB`, beyond which a backward pass recomputes its
   forward's workspace).
