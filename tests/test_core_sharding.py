@@ -12,6 +12,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from conftest import FAST_COMPILE
+
 REPO = Path(__file__).resolve().parents[1]
 
 SCRIPT = textwrap.dedent('''
@@ -56,7 +58,7 @@ SCRIPT = textwrap.dedent('''
 
 
 def test_layers_under_explicit_sharding_mesh_match_unsharded():
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',
+  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count=4 {FAST_COMPILE}',
              JAX_PLATFORMS='cpu', PYTHONPATH=str(REPO))
   proc = subprocess.run([sys.executable, '-c', SCRIPT], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=300)

@@ -12,6 +12,8 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import FAST_COMPILE
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = {'fsdd': (600, 10), 'japanese_vowels': (370, 9)}
 
@@ -61,8 +63,7 @@ def _check_ctc(workdir):
 
 
 def test_one_step_runs_through_main(tmp_path):
-  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONUNBUFFERED='1')
-  env.pop('XLA_FLAGS', None)
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONUNBUFFERED='1', XLA_FLAGS=FAST_COMPILE)
   data_dir = tmp_path / 'tfds'
   # All at once: the subprocesses' start-up (imports, compiles) dominates. fsdd_ctc gets
   # its own cache so that two processes never build the same dataset at once.

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import FAST_COMPILE
 from experiments import report, sweep
 from lstm_jax import sweeps
 
@@ -99,8 +100,7 @@ def sweep():
 def _env(tmp_path: Path) -> dict[str, str]:
   env = dict(os.environ, JAX_PLATFORMS='cpu',
              JAX_COMPILATION_CACHE_DIR=str(tmp_path / 'jax_cache'),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
-  env.pop('XLA_FLAGS', None)
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0', XLA_FLAGS=FAST_COMPILE)
   return env
 
 
