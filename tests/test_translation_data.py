@@ -180,6 +180,15 @@ def test_ding_load_parallel_tfds_and_cache(tmp_path, monkeypatch):
     assert [d.tokenizer.decode(x) for x in s.tgt] == s.tgt_text
     assert all(x.dtype == np.int32 for x in s.src)
   assert len(d.test.src) > 0 and len(d.validation.src) > 0
+  # read_texts parses TFDS's stored records itself; TFDS's own decoding must agree.
+  from experiments.translation import tfds_builders
+  builder = tfds_builders.BUILDERS['ding'](data_dir=str(tmp_path / 'dd'),
+                                           file_format='array_record')
+  texts = data.read_texts('ding', str(tmp_path / 'dd'))
+  for split in data.SPLITS:
+    decoded = sorted(builder.as_data_source(split), key=lambda e: int(e['index']))
+    assert texts[split] == {lang: [e[lang].decode('utf-8') for e in decoded]
+                            for lang in ('de', 'en')}
   path = data.tokenizer_path('ding', 'en', 'de', 150, str(tmp_path / 'dd'))
   assert path == d.tokenizer.path  # One vocabulary per unordered pair.
   mtime = os.path.getmtime(path)
