@@ -319,7 +319,7 @@ def read_texts(corpus: str, data_dir: str = '') -> dict[str, dict[str, list[str]
   out = {}
   for split in SPLITS:
     # The records are tf.train.Example protos. TFDS's own decoding is generic Python per
-    # feature (7.2 s for the Bible's 31,102 verses); protobuf parses them in C (1.0 s).
+    # feature; parsed by protobuf, the Bible's 31,102 verses load in 1.4 s instead of 7.2.
     source = builder.as_data_source(split,
                                     deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
     records = source.__getitems__(range(len(source))) if len(source) else []
