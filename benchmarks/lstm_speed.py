@@ -78,9 +78,10 @@ MALLOC_VARS = ('MALLOC_MMAP_MAX_', 'MALLOC_TRIM_THRESHOLD_', 'MALLOC_MMAP_THRESH
                'MALLOC_TOP_PAD_', 'MALLOC_ARENA_MAX', 'LD_PRELOAD')
 TUNED_MALLOC = {'MALLOC_MMAP_MAX_': '0', 'MALLOC_TRIM_THRESHOLD_': '17179869184'}
 MODELS = ('torch', 'lstm_jax', 'flax')
-# Opt-in: lstm_jax with one backend forced; the default, 'auto', picks the scan or oneDNN's
-# LSTM primitive per call (lstm_jax/fused.py).
-BACKEND_MODELS = {'lstm_jax_xla': 'xla', 'lstm_jax_onednn': 'onednn'}
+# Opt-in: lstm_jax with one backend forced; the default, 'auto', picks the scan, oneDNN's
+# LSTM primitive or lstm_jax's cpu_kernel per call (lstm_jax/fused.py).
+BACKEND_MODELS = {'lstm_jax_xla': 'xla', 'lstm_jax_onednn': 'onednn',
+                  'lstm_jax_cpu_kernel': 'cpu_kernel'}
 # Opt-in: lstm_jax with the batch split over all local devices (on CPU, one XLA host device
 # per core), the way the training harness runs data parallel. Not in the default run.
 DATA_PARALLEL = 'lstm_jax_dp'

@@ -253,8 +253,9 @@ class LSTMCell(nn.Module):
     unroll: the `unroll` of `lax.scan`; None: `unroll.default_unroll()` (8 on GPU, else 1).
     remat: recompute the step's activations in the backward pass instead of storing them.
     backend: how the plain float32 LSTM runs: 'xla' (the fused scan), 'onednn' (oneDNN's
-      LSTM primitive on CPU; an error where it cannot run) or 'auto', which picks per
-      call (`fused.lstm`). Other structures always run the generic scan.
+      LSTM primitive on CPU), 'cpu_kernel' (lstm_jax's own CPU recurrence for batch 1-2),
+      each an error where it cannot run, or 'auto', which picks per call (`fused.lstm`).
+      Other structures always run the generic scan.
     dtype: matmul dtype (e.g. jnp.bfloat16); gate arithmetic and the state stay float32.
     param_dtype: parameter dtype.
   """
@@ -388,10 +389,10 @@ class LSTMCell(nn.Module):
     fused.check_backend(self.backend)  # Here too: variants never reach fused.lstm.
     plain = (s.is_plain and dtype == jnp.float32 and not zoneout
              and not (train and self.recurrent_dropout))
-    if self.backend == 'onednn' and not plain:
-      raise ValueError("backend='onednn' runs only the plain float32 LSTM (no peepholes, "
-                       'layer norm, projection, gate variants, cell clip, zoneout or '
-                       "recurrent dropout); use backend='auto' or 'xla' for this cell.")
+    if self.backend in ('onednn', 'cpu_kernel') and not plain:
+      raise ValueError(f'backend={self.backend!r} runs only the plain float32 LSTM (no '
+                       'peepholes, layer norm, projection, gate variants, cell clip, zoneout '
+                       "or recurrent dropout); use backend='auto' or 'xla' for this cell.")
     if plain:
       (h, c), ys = fused.lstm(params['input_kernel'], params['recurrent_kernel'],
                               params['bias'], xs, valid, state.h, state.c,

@@ -13,9 +13,10 @@ Measured on CPU (see ../shared notes and benchmarks/), three choices make it fas
 
 The numbers are those of `cells.lstm_step` for the plain structure (tested to 1e-6).
 
-On a single CPU device `lstm` hands float32 calls, unmasked or masked by lengths, to
-oneDNN's LSTM primitive instead (`backend='auto'`, see `onednn.py`), which runs each step
-on all cores.
+On a single CPU device `lstm` hands float32 calls, unmasked or masked by lengths, to a
+custom call that runs each step on all cores instead (`backend='auto'`): at batch 1-2
+lstm_jax's own recurrence (`cpu_kernel.py`), above it oneDNN's LSTM primitive
+(`onednn.py`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from lstm_jax import cpu_kernel
 from lstm_jax import onednn
 from lstm_jax.unroll import default_unroll
 
@@ -201,7 +203,8 @@ def _lstm_bwd(unroll, remat, residuals, cotangents):
 _lstm.defvjp(_lstm_fwd, _lstm_bwd)
 
 
-BACKENDS = ('auto', 'xla', 'onednn')
+BACKENDS = ('auto', 'xla', 'onednn', 'cpu_kernel')
+_CUSTOM_CALLS = {'onednn': onednn, 'cpu_kernel': cpu_kernel}
 
 
 def check_backend(backend: str) -> None:
@@ -217,6 +220,41 @@ def check_backend(backend: str) -> None:
 # B16 H96 (1.57 MFLOP) 0.76 / 0.61, B1 H192 (0.35 MFLOP) 0.90 / 0.76.
 AUTO_MIN_STEP_FLOP = 1_200_000
 AUTO_MIN_HIDDEN = 192
+# Before that, 'auto' calls cpu_kernel.c at batch <= CPU_KERNEL_MAX_BATCH, H >=
+# CPU_KERNEL_MIN_HIDDEN and T H^2 >= CPU_KERNEL_MIN_WORK. Its time over the best other
+# backend's on 2 cores (train / infer; benchmarks/README.md, "cpu_kernel"): B1 T500 H512
+# 0.70 / 0.70, B2 T500 H256 0.82 / 0.85, B1 T200 H128 0.82 / 1.04, B4 T500 H256 1.15 / 1.31
+# (its sequences run one after another), B1 T200 H64 0.94 / 1.66 (the scan infers faster
+# at small H). Starting its thread costs about 0.1 ms a call, so the scan wins on short
+# sequences (inference, over the scan's time): H128 T50 1.24, T100 0.82; H256 T5 1.14,
+# T20 0.87; H512 T1 1.24, T5 0.89; training H256 T1 1.78, T20 0.76.
+CPU_KERNEL_MAX_BATCH = 2
+CPU_KERNEL_MIN_HIDDEN = 128
+CPU_KERNEL_MIN_WORK = 1_000_000
+
+
+def custom_call_obstacle(xs: Array, valid: Optional[Array], remat: bool, dtype,
+                         seq_lengths: Optional[Array] = None) -> Optional[str]:
+  """None where a CPU custom call (oneDNN, cpu_kernel) can run this call, else why not.
+
+  A `valid` mask needs the `seq_lengths` it was made from (`unroll.valid_mask`): both run
+  prefix masks only.
+  """
+  if jax.default_backend() != 'cpu':
+    return f'the default backend is {jax.default_backend()}, not cpu'
+  if jax.device_count() != 1:
+    return (f'{jax.device_count()} devices: the custom call would not be partitioned '
+            'over them')
+  if valid is not None and seq_lengths is None:
+    return ('a valid mask without its seq_lengths (custom calls run only masks given by '
+            'lengths, as layers.LSTM passes them)')
+  if remat:
+    return 'remat=True (custom calls keep their full workspace)'
+  if jnp.dtype(dtype) != jnp.float32:
+    return f'dtype {jnp.dtype(dtype)} (only float32)'
+  if xs.shape[0] == 0 or xs.shape[1] == 0:
+    return 'an empty time or batch axis'
+  return None
 
 
 def lstm(input_kernel: Array, recurrent_kernel: Array, bias: Array, xs: Array,
@@ -236,13 +274,17 @@ def lstm(input_kernel: Array, recurrent_kernel: Array, bias: Array, xs: Array,
     remat: store only (h, c) per step and recompute the gates in the backward pass
       (4H fewer floats per step and batch row, one more matmul per step).
     backend: 'xla' (this module's scan and VJP), 'onednn' (`onednn.lstm`, oneDNN's LSTM
-      primitive as torch uses it on CPU, forward and backward) or 'auto' (default): where
-      `onednn.supports` the call (CPU, one device, float32, no `valid` or one given by
-      `seq_lengths`, no remat, oneDNN installed) and each step has at least
-      `AUTO_MIN_STEP_FLOP` or H is at least `AUTO_MIN_HIDDEN`, 'onednn', else 'xla'.
+      primitive as torch uses it on CPU, forward and backward), 'cpu_kernel'
+      (`cpu_kernel.lstm`, a hand-written recurrence for small batches) or 'auto'
+      (default). The custom calls run where `custom_call_obstacle` finds none (CPU, one
+      device, float32, no `valid` or one given by `seq_lengths`, no remat) and their
+      library loads. 'auto' takes 'cpu_kernel' at batch <= `CPU_KERNEL_MAX_BATCH`,
+      H >= `CPU_KERNEL_MIN_HIDDEN` and T H^2 >= `CPU_KERNEL_MIN_WORK`, else 'onednn' where
+      each step has at least `AUTO_MIN_STEP_FLOP` or H is at least `AUTO_MIN_HIDDEN`, else
+      'xla'.
     seq_lengths: <int>[batch] or None: the lengths `valid` was made from, if it was
       (`valid == unroll.valid_mask(seq_lengths, time)`, which the caller vouches for); then
-      oneDNN can run the masked call too.
+      the custom calls can run the masked call too.
 
   Returns:
     ((h_final, c_final), ys) with ys <float32>[time, batch, H].
@@ -250,17 +292,26 @@ def lstm(input_kernel: Array, recurrent_kernel: Array, bias: Array, xs: Array,
   check_backend(backend)
   if xs.shape[0] == 0:  # No steps: the backward pass below assumes at least one.
     return (h0, c0), jnp.zeros(xs.shape[:2] + h0.shape[-1:], h0.dtype)
-  hidden = h0.shape[-1]
-  step_flop = 2 * xs.shape[1] * 4 * hidden * (xs.shape[-1] + hidden)
-  wide = step_flop >= AUTO_MIN_STEP_FLOP or hidden >= AUTO_MIN_HIDDEN
-  if backend == 'onednn' or (backend == 'auto' and wide):
-    args = (input_kernel, recurrent_kernel, bias, xs, h0, c0)
-    reason = onednn.supports(xs, valid, remat, jnp.result_type(*args), seq_lengths)
+  time, batch, hidden = xs.shape[0], xs.shape[1], h0.shape[-1]
+  if backend == 'auto':
+    step_flop = 2 * batch * 4 * hidden * (xs.shape[-1] + hidden)
+    small = (batch <= CPU_KERNEL_MAX_BATCH and hidden >= CPU_KERNEL_MIN_HIDDEN
+             and time * hidden ** 2 >= CPU_KERNEL_MIN_WORK)
+    candidates = [name for name, wanted in (
+        ('cpu_kernel', small),
+        ('onednn', step_flop >= AUTO_MIN_STEP_FLOP or hidden >= AUTO_MIN_HIDDEN)) if wanted]
+  else:
+    candidates = [backend] if backend in _CUSTOM_CALLS else []
+  args = (input_kernel, recurrent_kernel, bias, xs, h0, c0)
+  for name in candidates:
+    module = _CUSTOM_CALLS[name]
+    reason = (custom_call_obstacle(xs, valid, remat, jnp.result_type(*args), seq_lengths)
+              or module.unavailable_reason())
     if reason is None:  # E.g. bfloat16 parameters: the scan computes in float32 too.
-      args = tuple(a.astype(jnp.float32) for a in args)
-      return onednn.lstm(*args, seq_lengths=None if valid is None else seq_lengths)
-    if backend == 'onednn':
-      raise ValueError(f"backend='onednn' cannot run this call: {reason}. Use "
+      return module.lstm(*(a.astype(jnp.float32) for a in args),
+                         seq_lengths=None if valid is None else seq_lengths)
+    if backend == name:
+      raise ValueError(f"backend={name!r} cannot run this call: {reason}. Use "
                        "backend='auto' (falls back to 'xla') or 'xla'.")
   w = jnp.concatenate([input_kernel, recurrent_kernel], axis=0)
   if unroll is None:

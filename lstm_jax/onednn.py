@@ -180,13 +180,17 @@ def _library() -> _Library:
   return _loaded[0]
 
 
-def available() -> bool:
-  """True where oneDNN loads (its wheel and the system's libgomp are installed)."""
+def unavailable_reason() -> Optional[str]:
+  """None where oneDNN loads (its wheel and the system's libgomp are installed), else why not."""
   try:
     _library()
-    return True
-  except OSError:
-    return False
+    return None
+  except OSError as e:
+    return str(e)
+
+
+def available() -> bool:
+  return unavailable_reason() is None
 
 
 _reused: dict[str, tuple[np.ndarray, int]] = {}  # use -> (buffer, aligned pointer)
@@ -798,31 +802,3 @@ def _masked(input_kernel, recurrent_kernel, bias, xs, h0, c0, seq_lengths):
   ys = jnp.where(valid, ys, 0.0)
   last = jnp.take_along_axis(ys, jnp.maximum(lengths - 1, 0)[:, None, None], axis=1)[:, 0]
   return (jnp.where(lengths[:, None] > 0, last, h0), c), jnp.swapaxes(ys, 0, 1)
-
-
-def supports(xs: Array, valid: Optional[Array], remat: bool, dtype,
-             seq_lengths: Optional[Array] = None) -> Optional[str]:
-  """None where `lstm` can run this call, else the reason it cannot.
-
-  A `valid` mask needs the `seq_lengths` it was made from (`unroll.valid_mask`): oneDNN
-  runs prefix masks only.
-  """
-  if jax.default_backend() != 'cpu':
-    return f'the default backend is {jax.default_backend()}, not cpu'
-  if jax.device_count() != 1:
-    return (f'{jax.device_count()} devices: the custom call would not be partitioned '
-            'over them')
-  if valid is not None and seq_lengths is None:
-    return ('a valid mask without its seq_lengths (oneDNN runs only masks given by lengths, '
-            'as layers.LSTM passes them)')
-  if remat:
-    return 'remat=True (oneDNN keeps its full workspace)'
-  if jnp.dtype(dtype) != jnp.float32:
-    return f'dtype {jnp.dtype(dtype)} (only float32)'
-  if xs.shape[0] == 0 or xs.shape[1] == 0:
-    return 'an empty time or batch axis'
-  try:
-    _library()
-  except OSError as e:
-    return str(e)
-  return None

@@ -111,3 +111,12 @@ def plain_lstm_inputs(seed=0, batch=3, time=5, features=3, hidden=4) -> dict[str
   f32 = lambda *s: jnp.asarray(0.6 * rng.standard_normal(s), jnp.float32)  # noqa: E731
   return dict(ik=f32(features, 4 * hidden), rk=f32(hidden, 4 * hidden), b=f32(4 * hidden),
               xs=f32(time, batch, features), h0=f32(batch, hidden), c0=f32(batch, hidden))
+
+
+def skip_unless_available(backend: str) -> None:
+  """Skips the calling test where `backend` is a custom call that does not load here."""
+  import pytest
+  from lstm_jax import fused
+  module = fused._CUSTOM_CALLS.get(backend)
+  if module is not None and not module.available():
+    pytest.skip(f'{backend}: {module.unavailable_reason()}')

@@ -15,7 +15,7 @@ import pytest
 import test_core_common as common
 from test_core_common import LSTM_CASES, jax, jnp
 import reference
-from lstm_jax import fused, onednn
+from lstm_jax import fused
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 B, T, F, H = 4, 5, 3, 4
@@ -54,13 +54,12 @@ def test_lstm_variant_zero_initial_state(name):
   _compare(dict(hidden_size=H, **LSTM_CASES[name]), random_init=False)
 
 
-@pytest.mark.parametrize('backend', ['xla', 'onednn'])
+@pytest.mark.parametrize('backend', ['xla', 'onednn', 'cpu_kernel'])
 @pytest.mark.parametrize('options', [dict(), dict(num_layers=2, bidirectional=True)],
                          ids=['plain', 'bidir_2layer'])
 def test_unmasked_plain_lstm_matches_reference(options, backend):
-  """No seq_lengths; both backends, a random state."""
-  if backend == 'onednn' and not onednn.available():
-    pytest.skip('oneDNN is not installed')
+  """No seq_lengths; every backend, a random state."""
+  common.skip_unless_available(backend)
   options = dict(hidden_size=H, backend=backend, **options)
   model, variables, x = common.setup(options, B, T, F, seed=5)
   state0 = common.random_state(model, B, 6)
@@ -73,14 +72,15 @@ def test_unmasked_plain_lstm_matches_reference(options, backend):
   common.assert_state_close(final, ref_final, **TOL)
 
 
+@pytest.mark.parametrize('backend', ['onednn', 'cpu_kernel'])
 @pytest.mark.parametrize('options', [dict(), dict(num_layers=2, bidirectional=True)],
                          ids=['plain', 'bidir_2layer'])
-def test_masked_plain_lstm_through_onednn_matches_reference(options):
-  """seq_lengths through oneDNN (an input feature holds c over the padding), with the
-  exact checks of `_compare`: zero padding, a length-0 row keeps its state."""
-  if not onednn.available():
-    pytest.skip('oneDNN is not installed')
-  _compare(dict(hidden_size=H, backend='onednn', **options), seed=7)
+def test_masked_plain_lstm_through_custom_calls_matches_reference(options, backend):
+  """seq_lengths through oneDNN (an input feature holds c over the padding) and
+  cpu_kernel (which stops at each length), with the exact checks of `_compare`: zero
+  padding, a length-0 row keeps its state."""
+  common.skip_unless_available(backend)
+  _compare(dict(hidden_size=H, backend=backend, **options), seed=7)
 
 
 def test_plain_lstm_goes_through_fused_path(monkeypatch):

@@ -17,7 +17,7 @@ import pytest
 import test_core_common as common
 from test_core_common import LSTM_CASES, jax, jnp
 import reference
-from lstm_jax import (LSTMState, LSTMStructure, fused, lstm_step, onednn, scan_steps,
+from lstm_jax import (LSTMState, LSTMStructure, fused, lstm_step, scan_steps,
                       valid_mask)
 
 B, T, F, H = 3, 3, 2, 2
@@ -108,31 +108,32 @@ def test_other_cells_and_stacks_grads_match_finite_differences(options):
   _check_against_fd(options, seed=4, **({'features': H} if options.get('residual') else {}))
 
 
-@pytest.mark.parametrize('backend', ['xla', 'onednn'])
+@pytest.mark.parametrize('backend', ['xla', 'onednn', 'cpu_kernel'])
 @pytest.mark.parametrize('options', [dict(hidden_size=H),
                                      dict(hidden_size=H, num_layers=2, bidirectional=True)],
                          ids=['plain', 'bidir_2layer'])
 def test_unmasked_plain_lstm_grads_match_finite_differences(options, backend):
-  """No seq_lengths; both backends against the reference."""
-  if backend == 'onednn' and not onednn.available():
-    pytest.skip('oneDNN is not installed')
+  """No seq_lengths; every backend against the reference."""
+  common.skip_unless_available(backend)
   _check_against_fd(dict(options, backend=backend), lengths=None)
 
 
+@pytest.mark.parametrize('backend', ['onednn', 'cpu_kernel'])
 @pytest.mark.parametrize('options', [dict(hidden_size=H),
                                      dict(hidden_size=H, num_layers=2, bidirectional=True)],
                          ids=['plain', 'bidir_2layer'])
-def test_masked_plain_lstm_grads_through_onednn_match_finite_differences(options):
-  """seq_lengths [3, 0, 2] through oneDNN: nothing may flow back through the padding."""
-  if not onednn.available():
-    pytest.skip('oneDNN is not installed')
-  _check_against_fd(dict(options, backend='onednn'), seed=6)
+def test_masked_plain_lstm_grads_through_custom_calls_match_finite_differences(options,
+                                                                              backend):
+  """seq_lengths [3, 0, 2] through the custom calls: nothing may flow back through the
+  padding."""
+  common.skip_unless_available(backend)
+  _check_against_fd(dict(options, backend=backend), seed=6)
 
 
 # ----------------------------------------------------------- fused vs generic path
 
 def _run_fused(a, valid, unroll, remat):
-  # The XLA scan; tests/test_core_onednn.py checks the oneDNN backend.
+  # The XLA scan; tests/test_core_onednn.py and test_core_cpu_kernel.py check the others.
   (h, c), ys = fused.lstm(a['ik'], a['rk'], a['b'], a['xs'], valid, a['h0'], a['c0'],
                           unroll=unroll, remat=remat, backend='xla')
   return h, c, ys

@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 import test_core_common as common
 from test_core_common import jax, jnp
 import reference
-from lstm_jax import onednn
 
 B, T, F, H = 3, 5, 2, 3
 SETTINGS = settings(max_examples=5, deadline=None, derandomize=True,
@@ -37,14 +36,15 @@ MODELS = {
     'lstm_onednn': dict(hidden_size=H, backend='onednn'),
     'lstm_onednn_bidir_2layer': dict(hidden_size=H, num_layers=2, bidirectional=True,
                                      backend='onednn'),
+    # cpu_kernel runs each sequence for its own length only.
+    'lstm_cpu_kernel_bidir': dict(hidden_size=H, bidirectional=True, backend='cpu_kernel'),
 }
 
 
 @functools.lru_cache(maxsize=None)
 def _model(name):
   options = MODELS[name]
-  if options.get('backend') == 'onednn' and not onednn.available():
-    pytest.skip('oneDNN is not installed')
+  common.skip_unless_available(options.get('backend', 'auto'))
   model, variables, x = common.setup(options, B, T, F, seed=len(name))
   state0 = common.random_state(model, B, 3)
   apply = jax.jit(lambda x, lengths, s: model.apply(variables, x, seq_lengths=lengths,
@@ -139,7 +139,8 @@ def test_bidirectional_reverse_direction_reads_valid_prefix(lengths):
 
 
 @pytest.mark.parametrize('name', ['lstm_fused', 'lstm_zoneout_ln', 'gru', 'lstm_bidir_2layer',
-                                  'lstm_onednn', 'lstm_onednn_bidir_2layer'])
+                                  'lstm_onednn', 'lstm_onednn_bidir_2layer',
+                                  'lstm_cpu_kernel_bidir'])
 def test_nan_padding_does_not_reach_gradients(name):
   """Gradients with NaN in the padding equal those with zero padding (and are finite)."""
   model, variables, x, state0, _ = _model(name)
@@ -159,7 +160,7 @@ def test_nan_padding_does_not_reach_gradients(name):
 
 
 @pytest.mark.parametrize('name', ['lstm_fused', 'lstm_bidir_2layer', 'gru',
-                                  'lstm_onednn_bidir_2layer'])
+                                  'lstm_onednn_bidir_2layer', 'lstm_cpu_kernel_bidir'])
 def test_lengths_outside_0_time_are_clipped(name):
   # Beyond `time` means the whole sequence and below 0 means empty, in both directions
   # (the reverse direction used to read past the end).
